@@ -1,0 +1,61 @@
+"""llm_gateway: a structured-concurrency gateway through which AI agents reach LLMs."""
+
+from ._config import GatewayConfig as GatewayConfig
+from ._config import ModelConfig as ModelConfig
+from ._config import load_config as load_config
+from ._exceptions import BatchError as BatchError
+from ._exceptions import ConfigError as ConfigError
+from ._exceptions import GatewayClosedError as GatewayClosedError
+from ._exceptions import GatewayError as GatewayError
+from ._exceptions import ProviderError as ProviderError
+from ._exceptions import QueueFullError as QueueFullError
+from ._exceptions import RequestCancelledError as RequestCancelledError
+from ._exceptions import RequestTimeoutError as RequestTimeoutError
+from ._exceptions import RequestValidationError as RequestValidationError
+from ._exceptions import UnknownModelError as UnknownModelError
+from ._future import ResponseFuture as ResponseFuture
+from ._gateway import Gateway as Gateway
+from ._gateway import LLMGateway as LLMGateway
+from ._models import LLMMessage as LLMMessage
+from ._models import LLMRequest as LLMRequest
+from ._models import LLMResponse as LLMResponse
+from ._models import LLMTool as LLMTool
+from ._models import ModelProvider as ModelProvider
+from ._models import RequestPriority as RequestPriority
+from ._models import ToolCall as ToolCall
+from ._models import Usage as Usage
+from ._stats import GatewayStats as GatewayStats
+from ._stats import LatencySummary as LatencySummary
+from ._stats import ModelStats as ModelStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchError",
+    "ConfigError",
+    "Gateway",
+    "GatewayClosedError",
+    "GatewayConfig",
+    "GatewayError",
+    "GatewayStats",
+    "LLMGateway",
+    "LLMMessage",
+    "LLMRequest",
+    "LLMResponse",
+    "LLMTool",
+    "LatencySummary",
+    "ModelConfig",
+    "ModelProvider",
+    "ModelStats",
+    "ProviderError",
+    "QueueFullError",
+    "RequestCancelledError",
+    "RequestPriority",
+    "RequestTimeoutError",
+    "RequestValidationError",
+    "ResponseFuture",
+    "ToolCall",
+    "UnknownModelError",
+    "Usage",
+    "load_config",
+]

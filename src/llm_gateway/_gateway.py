@@ -1,0 +1,307 @@
+"""The Gateway: a task-group-scoped front door to every configured model."""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+from collections.abc import AsyncGenerator, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any, Final
+
+import anyio
+import attrs
+
+from ._batcher import ModelBatcher
+from ._config import GatewayConfig, ModelConfig, load_config
+from ._exceptions import (
+    BatchError,
+    ConfigError,
+    GatewayClosedError,
+    RequestValidationError,
+    UnknownModelError,
+)
+from ._future import ResponseFuture
+from ._logs import JsonlLog
+from ._models import LLMRequest, LLMResponse
+from ._stats import GatewayStats, total_snapshot
+from .providers._base import Provider
+from .providers._open import open_provider
+
+__all__ = ["Gateway", "LLMGateway"]
+
+
+class _Unset(enum.Enum):
+    UNSET = enum.auto()
+
+
+_UNSET: Final = _Unset.UNSET
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Gateway(anyio.AsyncContextManagerMixin):
+    """The gateway every agent reaches its LLMs through.
+
+    Use it as ``async with Gateway(config) as gw:``. Entering starts, inside the gateway's own
+    task group, one intake stream and one batcher task per model (and the log writer), and
+    opens each model's provider; leaving the block shuts down gracefully (every accepted
+    request finishes) and closes the providers. If the block exits with an exception
+    (cancellation included), requests still pending fail with :class:`GatewayClosedError`
+    instead. A gateway is opened at most once.
+
+    Args:
+        config: A :class:`GatewayConfig`, a dict (``{"models": {id: {...}}, "log_dir": ...}``,
+            or ``{id: ModelConfig}``), or the path of a TOML file of the same shape.
+        log_dir: Overrides the configuration's ``log_dir`` (``None`` turns logs off).
+        models: Model id -> :class:`ModelConfig`, instead of ``config``.
+
+    Raises:
+        ConfigError: The configuration is invalid (the message names the field).
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        log_dir: str | os.PathLike[str] | _Unset | None = _UNSET,
+        *,
+        models: Mapping[str, ModelConfig] | None = None,
+    ) -> None:
+        if (config is None) == (models is None):
+            raise ConfigError("give the gateway either a config or models=, exactly one of them")
+        loaded = load_config(config if config is not None else dict(models or {}))
+        if not isinstance(log_dir, _Unset):
+            loaded = attrs.evolve(loaded, log_dir=None if log_dir is None else os.fspath(log_dir))
+        self.config: GatewayConfig = loaded
+        """The gateway's configuration."""
+        self._state = _State.NEW
+        self._batchers: dict[str, ModelBatcher] = {}
+        self._opened_at = math.nan
+        # A request may name a ModelProvider instead of a model id when exactly one model uses it.
+        by_provider: dict[str, list[str]] = {}
+        for model_id, model in loaded.models.items():
+            by_provider.setdefault(model.provider.value, []).append(model_id)
+        self._unique_provider_ids = {p: ids[0] for p, ids in by_provider.items() if len(ids) == 1}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._state.value} models={list(self.config.models)}>"
+
+    def _open_provider(
+        self, model_id: str, config: ModelConfig
+    ) -> AbstractAsyncContextManager[Provider]:
+        return open_provider(model_id, config)
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncGenerator[Gateway]:
+        if self._state is not _State.NEW:
+            raise RuntimeError(
+                f"{self!r} cannot be opened: a Gateway is opened once; make a new one"
+            )
+        self._state = _State.OPEN
+        try:
+            async with _closing_shielded(AsyncExitStack()) as providers:
+                opened = {
+                    model_id: await providers.enter_async_context(
+                        self._open_provider(model_id, model)
+                    )
+                    for model_id, model in self.config.models.items()
+                }
+                log = JsonlLog(self.config.log_dir)
+                async with anyio.create_task_group() as tg:
+                    await tg.start(log.run)
+                    self._batchers = {
+                        model_id: ModelBatcher(model_id, model, opened[model_id], tg, log)
+                        for model_id, model in self.config.models.items()
+                    }
+                    for batcher in self._batchers.values():
+                        await tg.start(batcher.run)
+                    self._opened_at = anyio.current_time()
+                    try:
+                        yield self
+                    except BaseException:
+                        self._abort("the gateway's `async with` block exited with an error")
+                        raise
+                    else:
+                        await self.shutdown()
+                    finally:
+                        log.close()
+        except BaseExceptionGroup as group:
+            # Callers catch plain exceptions: unwrap the task group's single-error groups.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from group.exceptions[0].__cause__
+            raise
+        finally:
+            self._state = _State.CLOSED
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    def _batcher_for(self, request: LLMRequest) -> ModelBatcher:
+        if not isinstance(request, LLMRequest):
+            raise RequestValidationError(
+                f"expected an LLMRequest, got {type(request).__name__}; build one with "
+                "LLMRequest(model=..., messages=[LLMMessage('user', '...')])"
+            )
+        if self._state is not _State.OPEN:
+            raise GatewayClosedError(
+                "the gateway is not open; use it inside `async with Gateway(...) as gw:`"
+                if self._state is _State.NEW
+                else "the gateway is closed; it accepts no new requests"
+            )
+        batcher = self._batchers.get(request.model)
+        if batcher is None:
+            model_id = self._unique_provider_ids.get(request.model)
+            if model_id is None:
+                raise UnknownModelError(
+                    f"LLMRequest.model is {request.model!r}, which is not a configured model; "
+                    f"use one of {sorted(self._batchers)}"
+                )
+            batcher = self._batchers[model_id]
+        return batcher
+
+    async def submit(self, request: LLMRequest) -> ResponseFuture:
+        """Queue ``request`` and return as soon as it is queued.
+
+        Waits while the model's queue is full (backpressure).
+
+        Returns:
+            A :class:`ResponseFuture`: ``await fut`` gives the response.
+
+        Raises:
+            RequestValidationError: The request names no configured model.
+            GatewayClosedError: The gateway is not open or is shutting down.
+            RequestTimeoutError: The request's deadline passed while waiting for queue room.
+        """
+        return await self._batcher_for(request).submit(request)
+
+    def submit_nowait(self, request: LLMRequest) -> ResponseFuture:
+        """Like :meth:`submit`, without waiting.
+
+        Raises:
+            QueueFullError: The model's queue is at ``queue_capacity``.
+        """
+        return self._batcher_for(request).submit_nowait(request)
+
+    async def request(self, request: LLMRequest) -> LLMResponse:
+        """Send ``request`` and wait for its response.
+
+        If the caller is cancelled, so is the request: still queued, it never reaches the
+        provider; in flight, its provider call is cancelled.
+
+        Raises:
+            GatewayError: The request failed; see the subclasses.
+        """
+        fut = await self.submit(request)
+        try:
+            return await fut.wait()
+        except BaseException:
+            fut.cancel()
+            raise
+
+    async def batch(
+        self, requests: Iterable[LLMRequest], *, return_exceptions: bool = False
+    ) -> list[Any]:
+        """Send several requests (any mix of models) and wait for all of them.
+
+        Every request is checked before any is queued. When some fail, the others still run to
+        the end; nothing is lost.
+
+        Args:
+            requests: The requests.
+            return_exceptions: If true, a failed request's exception takes its place in the
+                result instead of raising.
+
+        Returns:
+            One response per request, in input order (or its exception, see above).
+
+        Raises:
+            BatchError: Some requests failed (and ``return_exceptions`` is false); its
+                ``results`` holds every response and exception in input order.
+        """
+        requests = list(requests)
+        batchers = [self._batcher_for(request) for request in requests]
+        futures: list[ResponseFuture] = []
+        try:
+            for batcher, request in zip(batchers, requests, strict=True):
+                futures.append(await batcher.submit(request))
+            results: list[LLMResponse | BaseException] = []
+            for fut in futures:
+                try:
+                    results.append(await fut.wait())
+                except Exception as exc:
+                    if not fut.done():  # not the request's own outcome
+                        raise
+                    results.append(exc)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+        if not return_exceptions and any(isinstance(r, BaseException) for r in results):
+            raise BatchError(results)
+        return results
+
+    # -- closing ------------------------------------------------------------------------------
+
+    # The specification names this parameter `timeout`; it is a deadline for draining, not a
+    # cancel-scope substitute, so ASYNC109's advice does not apply.
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Stop accepting requests and finish every accepted one.
+
+        New requests get :class:`GatewayClosedError` at once. Queued requests are dispatched
+        without waiting for their batches to fill. If ``timeout`` seconds pass first, the
+        requests still queued or in flight fail with :class:`GatewayClosedError` (in-flight
+        provider calls are cancelled). Safe to call more than once. Leaving the ``async with``
+        block calls it too.
+
+        Args:
+            timeout: Seconds to wait for accepted requests; ``None`` waits as long as they take.
+        """
+        batchers = list(self._batchers.values())
+        for batcher in batchers:
+            batcher.close()
+        try:
+            with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
+                for batcher in batchers:
+                    await batcher.wait_idle()
+            if scope.cancelled_caught:
+                self._abort(f"shutdown(timeout={timeout:g}) expired before it finished")
+                for batcher in batchers:
+                    await batcher.wait_idle()
+        except BaseException:
+            self._abort("the shutdown was cancelled before it finished")
+            raise
+
+    def _abort(self, reason: str) -> None:
+        for batcher in self._batchers.values():
+            batcher.abort(reason)
+
+    # -- monitoring -----------------------------------------------------------------------
+
+    def get_stats(self) -> GatewayStats:
+        """Figures for monitoring: per model and in total, plus uptime."""
+        batchers = self._batchers
+        models = {model_id: b.snapshot() for model_id, b in batchers.items()}
+        total = total_snapshot(
+            [b.stats for b in batchers.values()],
+            sum(s.queued for s in models.values()),
+            sum(s.in_flight for s in models.values()),
+        )
+        uptime = 0.0 if math.isnan(self._opened_at) else anyio.current_time() - self._opened_at
+        return GatewayStats(models=models, total=total, uptime_s=uptime)
+
+
+LLMGateway = Gateway
+"""The name the specification uses."""
+
+
+@asynccontextmanager
+async def _closing_shielded(stack: AsyncExitStack) -> AsyncGenerator[AsyncExitStack]:
+    """Close ``stack`` (the providers) even while cancelled: unclosed SDK clients leak sockets."""
+    try:
+        yield stack
+    finally:
+        with anyio.move_on_after(10, shield=True):
+            await stack.aclose()
