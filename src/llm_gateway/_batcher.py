@@ -183,7 +183,7 @@ class ModelBatcher:
         while True:
             try:
                 pending.append(self._receive.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream):
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
         pending.extend(self._running)
         for fut in pending:
@@ -209,6 +209,7 @@ class ModelBatcher:
         try:
             await self._batch_forever()
         finally:
+            self._receive.close()
             self._batcher_done = True
             self._update_idle()
 

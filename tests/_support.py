@@ -1,0 +1,138 @@
+"""Test doubles for the core tests: a provider that records what reaches it and when."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import anyio
+import attrs
+
+from llm_gateway import (
+    Gateway,
+    LLMMessage,
+    LLMRequest,
+    LLMResponse,
+    ModelConfig,
+    ModelProvider,
+    Usage,
+)
+from llm_gateway._batcher import ModelBatcher
+from llm_gateway._future import QUEUED, ResponseFuture
+from llm_gateway.providers import Provider
+
+
+@attrs.define
+class Call:
+    request: LLMRequest
+    model_id: str
+    started: float
+    ended: float | None = None
+    cancelled: bool = False
+
+
+@attrs.define
+class RecordingProvider:
+    """Answers after ``latency(request)`` seconds; records every call and peak concurrency."""
+
+    model_id: str
+    latency: Callable[[LLMRequest], float]
+    fail: Callable[[LLMRequest], BaseException | None]
+    calls: list[Call]
+    in_flight: int = 0
+    peak: int = 0
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        call = Call(request, self.model_id, anyio.current_time())
+        self.calls.append(call)
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await anyio.sleep(self.latency(request))
+        except BaseException:
+            call.cancelled = True
+            raise
+        finally:
+            self.in_flight -= 1
+            call.ended = anyio.current_time()
+        error = self.fail(request)
+        if error is not None:
+            raise error
+        return LLMResponse(
+            request_id=request.request_id,
+            content=f"answer to {request.request_id}",
+            model=self.model_id,
+            usage=Usage(input_tokens=3, output_tokens=5),
+        )
+
+
+@attrs.define
+class BatchRecord:
+    model_id: str
+    at: float
+    taken: list[ResponseFuture]
+    waiting: list[ResponseFuture]  # still queued after the take
+    free: int  # free concurrency before the take
+
+
+class RecordingGateway(Gateway):
+    """A real Gateway whose models are all answered by :class:`RecordingProvider`.
+
+    It also records every batch the batchers dispatch, with what stayed queued.
+    """
+
+    def __init__(
+        self,
+        models: Mapping[str, ModelConfig],
+        *,
+        latency: Callable[[LLMRequest], float] = lambda r: 1.0,
+        fail: Callable[[LLMRequest], BaseException | None] = lambda r: None,
+        log_dir: str | None = None,
+    ) -> None:
+        super().__init__(models=models, log_dir=log_dir)
+        self.calls: list[Call] = []
+        self.providers: dict[str, RecordingProvider] = {}
+        self.batches: list[BatchRecord] = []
+        self._latency, self._fail = latency, fail
+
+    def _open_provider(
+        self, model_id: str, config: ModelConfig
+    ) -> AbstractAsyncContextManager[Provider]:
+        provider = RecordingProvider(model_id, self._latency, self._fail, self.calls)
+        self.providers[model_id] = provider
+        return _yielding(provider)
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncGenerator[RecordingGateway]:
+        async with super().__asynccontextmanager__():
+            for batcher in self._batchers.values():
+                self._record_batches(batcher)
+            yield self
+
+    def _record_batches(self, batcher: ModelBatcher) -> None:
+        dispatch = batcher._dispatch
+
+        def recording_dispatch(futures: list[ResponseFuture], now: float) -> None:
+            queue = batcher._queue
+            waiting = [f for line in queue._lines for f in line if f._state is QUEUED]
+            free = batcher.config.max_concurrency - batcher.in_flight
+            self.batches.append(BatchRecord(batcher.model_id, now, list(futures), waiting, free))
+            dispatch(futures, now)
+
+        batcher._dispatch = recording_dispatch  # type: ignore[method-assign]
+
+
+@asynccontextmanager
+async def _yielding(provider: Provider) -> AsyncGenerator[Provider]:
+    yield provider
+
+
+def mock_model(**overrides: Any) -> ModelConfig:
+    """A mock-provider ModelConfig with the given overrides."""
+    return ModelConfig(provider=ModelProvider.MOCK, model_name="mock-model", **overrides)
+
+
+def ask(model: str = "m", text: str = "hello", **fields: Any) -> LLMRequest:
+    """A one-message request."""
+    return LLMRequest(model=model, messages=[LLMMessage("user", text)], **fields)
