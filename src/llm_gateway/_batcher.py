@@ -179,14 +179,19 @@ class ModelBatcher:
         """Fail every queued and in-flight request now (synchronous: usable while cancelled)."""
         self.closing = True
         self._send.close()
+        self._fail(self._take_queued(), reason)
+        self._fail(list(self._running), reason)
+
+    def _take_queued(self) -> list[ResponseFuture]:
         pending = self._queue.take_all()
         while True:
             try:
                 pending.append(self._receive.receive_nowait())
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                break
-        pending.extend(self._running)
-        for fut in pending:
+                return pending
+
+    def _fail(self, futures: list[ResponseFuture], reason: str) -> None:
+        for fut in futures:
             self.resolve(fut, error=GatewayClosedError(fut._describe(f"was aborted: {reason}")))
 
     def close(self) -> None:
@@ -209,6 +214,8 @@ class ModelBatcher:
         try:
             await self._batch_forever()
         finally:
+            # Normally nothing is left; if the task group was cancelled, nothing may be lost.
+            self._fail(self._take_queued(), "the gateway's task group was cancelled")
             self._receive.close()
             self._batcher_done = True
             self._update_idle()
@@ -307,6 +314,8 @@ class ModelBatcher:
             if scope.cancelled_caught and fut._state is not DONE:
                 self.expire(fut)
         finally:
+            if fut._state is not DONE:  # only if the gateway's task group was cancelled
+                self._fail([fut], "the gateway's task group was cancelled")
             fut._scope = None
             self._running.discard(fut)
             self.stats.latency_ms.append(_ms(anyio.current_time() - fut.dispatched_at))
