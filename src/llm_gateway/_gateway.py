@@ -80,7 +80,7 @@ class Gateway(anyio.AsyncContextManagerMixin):
         """The gateway's configuration."""
         self._state = _State.NEW
         self._batchers: dict[str, ModelBatcher] = {}
-        self._opened_at = math.nan
+        self._opened_at = self._closed_at = math.nan
         # A request may name a ModelProvider instead of a model id when exactly one model uses it.
         by_provider: dict[str, list[str]] = {}
         for model_id, model in loaded.models.items():
@@ -136,6 +136,8 @@ class Gateway(anyio.AsyncContextManagerMixin):
             raise
         finally:
             self._state = _State.CLOSED
+            if not math.isnan(self._opened_at):
+                self._closed_at = anyio.current_time()
 
     # -- submitting ---------------------------------------------------------------------------
 
@@ -289,7 +291,11 @@ class Gateway(anyio.AsyncContextManagerMixin):
             sum(s.queued for s in models.values()),
             sum(s.in_flight for s in models.values()),
         )
-        uptime = 0.0 if math.isnan(self._opened_at) else anyio.current_time() - self._opened_at
+        if math.isnan(self._opened_at):
+            uptime = 0.0
+        else:  # after closing, the figures stay readable (even outside the event loop)
+            end = anyio.current_time() if math.isnan(self._closed_at) else self._closed_at
+            uptime = end - self._opened_at
         return GatewayStats(models=models, total=total, uptime_s=uptime)
 
 
