@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import attrs
@@ -104,7 +104,7 @@ class RecordingGateway(Gateway):
         return _yielding(provider)
 
     @asynccontextmanager
-    async def __asynccontextmanager__(self) -> AsyncGenerator[RecordingGateway]:
+    async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
         async with super().__asynccontextmanager__():
             for batcher in self._batchers.values():
                 self._record_batches(batcher)

@@ -1,4 +1,4 @@
-"""The Gateway's API, on both backends and virtual time: request, submit, batch, cancel, shutdown."""
+"""The Gateway's API on both backends, virtual time: request, submit, batch, cancel, shutdown."""
 
 from __future__ import annotations
 
@@ -228,7 +228,11 @@ async def test_batch_failure_lets_the_others_finish_and_reports_all() -> None:
         with pytest.raises(BatchError, match="1 of 3 requests failed") as info:
             await gw.batch(requests)
         results = info.value.results
-        assert [type(r).__name__ for r in results] == ["LLMResponse", "ProviderError", "LLMResponse"]
+        assert [type(r).__name__ for r in results] == [
+            "LLMResponse",
+            "ProviderError",
+            "LLMResponse",
+        ]
         assert info.value.exceptions == [results[1]]
         mixed = await gw.batch(requests, return_exceptions=True)
         assert isinstance(mixed[1], ProviderError)
@@ -268,7 +272,9 @@ async def test_model_provider_names_a_model_when_only_one_uses_it() -> None:
     async with MockLLMGateway(models=models) as gw:
         # Two models use `mock`: ambiguous, so it is an unknown model.
         with pytest.raises(UnknownModelError):
-            await gw.request(LLMRequest(model=ModelProvider.MOCK, messages=[LLMMessage("user", "x")]))
+            await gw.request(
+                LLMRequest(model=ModelProvider.MOCK, messages=[LLMMessage("user", "x")])
+            )
     async with MockLLMGateway(models={"haiku": mock_model()}) as gw:
         response = await gw.request(
             LLMRequest(model=ModelProvider.MOCK, messages=[LLMMessage("user", "x")])

@@ -83,7 +83,7 @@ def test_model_provider_as_model_becomes_its_value() -> None:
     [
         (lambda: LLMMessage("robot", "x"), "LLMMessage.role"),
         (lambda: LLMMessage("tool", "result"), "LLMMessage.tool_call_id"),
-        (lambda: LLMMessage("user", 3), "LLMMessage.content"),
+        (lambda: LLMMessage("user", 3), "LLMMessage.content"),  # type: ignore[arg-type]
         (lambda: LLMMessage("user", "x", tool_calls=[ToolCall("1", "f")]), "LLMMessage.tool_calls"),
     ],
 )
@@ -98,7 +98,7 @@ def test_tool_accepts_input_schema_or_parameters() -> None:
     b = LLMTool("weather", "Get the weather", parameters=schema)
     assert a == b
     assert b.parameters == schema
-    with pytest.raises(RequestValidationError, match="LLMTool.parameters"):
+    with pytest.raises(RequestValidationError, match=r"LLMTool\.parameters"):
         LLMTool("weather", "", input_schema=schema, parameters=schema)
 
 

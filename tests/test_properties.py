@@ -7,7 +7,6 @@ core promises is checked on what actually happened.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -110,9 +109,9 @@ async def play(workload: Workload) -> Outcome:
     gateway = RecordingGateway(
         dict.fromkeys(MODELS, config),
         latency=lambda r: by_id[r.request_id].latency_s,
-        fail=lambda r: ProviderError("scripted", status_code=500)
-        if by_id[r.request_id].fails
-        else None,
+        fail=lambda r: (
+            ProviderError("scripted", status_code=500) if by_id[r.request_id].fails else None
+        ),
     )
     futures: dict[str, ResponseFuture] = {}
     cancelled_in_queue: set[str] = set()
@@ -147,7 +146,11 @@ def order_key(fut: ResponseFuture) -> tuple[int, int]:
 def check_invariants(workload: Workload, outcome: Outcome) -> None:
     gateway, futures = outcome.gateway, outcome.futures
     high, normal, low = workload.max_wait_s
-    max_wait = {RequestPriority.HIGH: high, RequestPriority.NORMAL: normal, RequestPriority.LOW: low}
+    max_wait = {
+        RequestPriority.HIGH: high,
+        RequestPriority.NORMAL: normal,
+        RequestPriority.LOW: low,
+    }
 
     # Every accepted request resolved exactly once: each future is done, and the stats counted
     # exactly one ending per request (they count state transitions, which happen once).
@@ -219,7 +222,11 @@ def test_no_request_waits_past_its_maximum_when_capacity_is_free(
     run(backend, partial(_play_into, workload, outcome))
     check_invariants(workload, outcome[0])
     high, normal, low = workload.max_wait_s
-    max_wait = {RequestPriority.HIGH: high, RequestPriority.NORMAL: normal, RequestPriority.LOW: low}
+    max_wait = {
+        RequestPriority.HIGH: high,
+        RequestPriority.NORMAL: normal,
+        RequestPriority.LOW: low,
+    }
     for batch in outcome[0].gateway.batches:
         for fut in batch.taken:
             assert batch.at - fut.enqueued_at <= max_wait[fut.request.priority] + EPS

@@ -7,7 +7,7 @@ import math
 import os
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import anyio
 import attrs
@@ -96,7 +96,7 @@ class Gateway(anyio.AsyncContextManagerMixin):
         return open_provider(model_id, config)
 
     @asynccontextmanager
-    async def __asynccontextmanager__(self) -> AsyncGenerator[Gateway]:
+    async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
         if self._state is not _State.NEW:
             raise RuntimeError(
                 f"{self!r} cannot be opened: a Gateway is opened once; make a new one"
