@@ -1,0 +1,37 @@
+"""The package surface: lazy imports, re-exports, and the demo the README runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import llm_gateway
+from llm_gateway import demo
+
+
+def test_import_loads_no_provider_sdk_or_test_tooling() -> None:
+    code = (
+        "import sys, llm_gateway, llm_gateway.testing\n"
+        "heavy = ('anthropic', 'openai', 'httpx', 'httpx2', 'trio', 'hypothesis', 'pytest')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_public_name_is_exported() -> None:
+    for name in llm_gateway.__all__:
+        assert getattr(llm_gateway, name) is not None
+    assert not [n for n in llm_gateway.__all__ if n.startswith("_")]
+
+
+@pytest.mark.anyio
+async def test_demo_runs_to_its_stats_table(capsys: pytest.CaptureFixture[str]) -> None:
+    await demo.main(demo.parse_args(["--no-logs", "--requests", "2"]))
+    out = capsys.readouterr().out
+    assert "[assistant] all 2 requests done" in out
+    assert "[indexer] batch of 6 finished (0 failed)" in out
+    total = next(line for line in out.splitlines() if line.startswith("TOTAL"))
+    assert total.split()[1:4] == ["16", "0", "0"]  # 2 + 4 + 4 + 6 done, none failed
