@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import anyio
 import pytest
@@ -422,3 +423,21 @@ async def test_mock_gateway_fixtures_latency_and_scripted_failures() -> None:
         with pytest.raises(ProviderError, match="overloaded"):
             await gw.request(ask("mock", "anything"))
         assert (await gw.request(ask("mock", "anything"))).content.startswith("Mock answer")
+
+
+async def test_mock_gateway_loads_the_sample_fixtures_file() -> None:
+    sample = Path(__file__).parent / "fixtures" / "sample_responses.json"
+    models = {"fast": mock_model(), "smart": mock_model()}
+    async with MockLLMGateway(models=models, fixtures=sample) as gw:
+        weather = await gw.request(ask("fast", "What's the WEATHER like?"))
+        assert weather.finish_reason == "tool_calls"
+        assert weather.tool_calls[0].arguments == {"city": "Oslo"}
+        assert weather.usage.input_tokens == 42
+        paris = await gw.request(ask("smart", "What is the capital of France?", priority=HIGH))
+        assert paris.content == "Paris."
+        assert paris.latency_ms == pytest.approx(250, abs=1)
+        with pytest.raises(ProviderError) as info:
+            await gw.request(ask("smart", "overload me"))
+        assert (info.value.status_code, info.value.retry_after_s) == (529, 2.0)
+        # The same regex on another model does not match: the deterministic default answers.
+        assert (await gw.request(ask("fast", "overload me"))).content.startswith("Mock answer")

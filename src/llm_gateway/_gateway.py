@@ -7,7 +7,7 @@ import math
 import os
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any, Final, Self
+from typing import Any, Final, Literal, Self, cast, overload
 
 import anyio
 import attrs
@@ -203,9 +203,19 @@ class Gateway(anyio.AsyncContextManagerMixin):
             fut.cancel()
             raise
 
+    @overload
+    async def batch(
+        self, requests: Iterable[LLMRequest], *, return_exceptions: Literal[False] = False
+    ) -> list[LLMResponse]: ...
+
+    @overload
+    async def batch(
+        self, requests: Iterable[LLMRequest], *, return_exceptions: bool
+    ) -> list[LLMResponse | BaseException]: ...
+
     async def batch(
         self, requests: Iterable[LLMRequest], *, return_exceptions: bool = False
-    ) -> list[Any]:
+    ) -> list[LLMResponse] | list[LLMResponse | BaseException]:
         """Send several requests (any mix of models) and wait for all of them.
 
         Every request is checked before any is queued. When some fail, the others still run to
@@ -241,9 +251,11 @@ class Gateway(anyio.AsyncContextManagerMixin):
             for fut in futures:
                 fut.cancel()
             raise
-        if not return_exceptions and any(isinstance(r, BaseException) for r in results):
+        if return_exceptions:
+            return results
+        if any(isinstance(r, BaseException) for r in results):
             raise BatchError(results)
-        return results
+        return cast(list[LLMResponse], results)
 
     # -- closing ------------------------------------------------------------------------------
 
