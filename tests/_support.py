@@ -74,6 +74,8 @@ class BatchRecord:
     taken: list[ResponseFuture]
     waiting: list[ResponseFuture]  # still queued after the take
     free: int  # free concurrency before the take
+    failures_before: list[int]  # failed attempts each taken request had already made
+    owners: list[str]  # the model each taken request belonged to when taken
 
 
 class RecordingGateway(Gateway):
@@ -117,7 +119,11 @@ class RecordingGateway(Gateway):
             queue = batcher._queue
             waiting = [f for line in queue._lines for f in line if f._state is QUEUED]
             free = batcher.config.max_concurrency - batcher.in_flight
-            self.batches.append(BatchRecord(batcher.model_id, now, list(futures), waiting, free))
+            failures = [len(f.failures) for f in futures]
+            owners = [f._batcher.model_id for f in futures]
+            self.batches.append(
+                BatchRecord(batcher.model_id, now, list(futures), waiting, free, failures, owners)
+            )
             dispatch(futures, now)
 
         batcher._dispatch = recording_dispatch  # type: ignore[method-assign]

@@ -24,6 +24,7 @@ from llm_gateway import (
     RequestTimeoutError,
     RequestValidationError,
     ResponseFuture,
+    RetryPolicy,
     UnknownModelError,
 )
 from llm_gateway.testing import MockError, MockLLMGateway
@@ -197,7 +198,7 @@ async def test_timeout_in_flight_cancels_the_provider_call() -> None:
 
 async def test_provider_error_reaches_only_its_caller() -> None:
     def fail(request: LLMRequest) -> BaseException | None:
-        return ProviderError("boom", status_code=500) if request.request_id == "bad" else None
+        return ProviderError("boom", status_code=400) if request.request_id == "bad" else None
 
     async with RecordingGateway({"m": mock_model()}, latency=lambda r: 0.1, fail=fail) as gw:
         bad = await gw.submit(ask(request_id="bad"))
@@ -411,7 +412,8 @@ async def test_mock_gateway_fixtures_latency_and_scripted_failures() -> None:
             {"match": {"last_user_message": "fail"}, "error": {"status_code": 429}},
         ]
     }
-    async with MockLLMGateway(fixtures=fixtures, latency_s=0.5) as gw:
+    no_retries = {"mock": mock_model(retry=RetryPolicy(max_attempts=1))}
+    async with MockLLMGateway(models=no_retries, fixtures=fixtures, latency_s=0.5) as gw:
         start = anyio.current_time()
         response = await gw.request(ask("mock", "the weather in Oslo?", priority=HIGH))
         assert response.content == "Sunny."
@@ -423,6 +425,15 @@ async def test_mock_gateway_fixtures_latency_and_scripted_failures() -> None:
         with pytest.raises(ProviderError, match="overloaded"):
             await gw.request(ask("mock", "anything"))
         assert (await gw.request(ask("mock", "anything"))).content.startswith("Mock answer")
+
+
+async def test_mock_gateway_scripted_overload_is_retried_by_the_gateway() -> None:
+    async with MockLLMGateway() as gw:
+        gw.fail_next(2, error=MockError(status_code=529))
+        response = await gw.request(ask("mock", "anything"))
+        assert response.content.startswith("Mock answer")
+        assert gw.get_stats().models["mock"].retries == 2
+    assert len(gw.received) == 3
 
 
 async def test_mock_gateway_loads_the_sample_fixtures_file() -> None:

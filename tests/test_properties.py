@@ -1,14 +1,16 @@
 """Properties of the batcher and gateway, checked by Hypothesis on both backends, virtual time.
 
 One generated workload: requests arriving over time to two models, with mixed priorities,
-latencies, failures, deadlines and cancellations; then a graceful shutdown. Every invariant the
-core promises is checked on what actually happened.
+latencies, scripted failures (retryable, rate-limited with retry-after, non-retryable),
+deadlines and cancellations; then a graceful shutdown. Every invariant the core and the
+resilience layer promise is checked on what actually happened.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
-from functools import partial
+from itertools import pairwise
 from typing import Any
 
 import anyio
@@ -18,15 +20,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_gateway import (
+    CooldownPolicy,
+    LLMRequest,
     ProviderError,
     RequestCancelledError,
     RequestPriority,
     RequestTimeoutError,
     ResponseFuture,
+    RetriesExhaustedError,
+    RetryPolicy,
 )
 from llm_gateway._future import QUEUED
 
-from ._support import RecordingGateway, ask, mock_model
+from ._support import Call, RecordingGateway, ask, mock_model
 from .conftest import virtual_time_backend
 
 EPS = 1e-3  # looptime rounds to microseconds; workloads use whole milliseconds
@@ -39,13 +45,24 @@ def run(backend: str, fn: Callable[[], Any]) -> None:
 
 
 @attrs.frozen
+class Failure:
+    status_code: int  # 500 and 529 are retried, 429 too (after retry_after_s), 400 is not
+    retry_after_s: float | None = None
+
+    def error(self) -> ProviderError:
+        return ProviderError(
+            "scripted", status_code=self.status_code, retry_after_s=self.retry_after_s
+        )
+
+
+@attrs.frozen
 class Arrival:
     gap_s: float
     model: str
     priority: RequestPriority
     latency_s: float
     cancel_after_s: float | None
-    fails: bool
+    failures: list[Failure]  # the first attempts fail like this, later ones succeed
     timeout_s: float | None
 
 
@@ -54,6 +71,8 @@ class Workload:
     batch_size: int
     max_concurrency: int
     max_wait_s: tuple[float, float, float]  # HIGH, NORMAL, LOW
+    max_attempts: int
+    fallback: bool  # model "a" falls back to "b"
     arrivals: list[Arrival]
 
 
@@ -61,20 +80,26 @@ def millis(low: int, high: int) -> st.SearchStrategy[float]:
     return st.integers(low, high).map(lambda ms: ms / 1000)
 
 
-arrivals = st.builds(
-    Arrival,
-    gap_s=st.one_of(st.just(0.0), millis(0, 400)),
-    model=st.sampled_from(MODELS),
-    priority=st.sampled_from(list(RequestPriority)),
-    latency_s=millis(1, 800),
-    cancel_after_s=st.one_of(st.none(), millis(0, 900)),
-    fails=st.booleans(),
-    timeout_s=st.one_of(st.none(), millis(50, 2000)),
-)
+errors = st.builds(Failure, status_code=st.sampled_from([500, 529, 400]))
+rate_limits = st.builds(Failure, status_code=st.just(429), retry_after_s=millis(1, 1500))
+
+
+def arrivals(failures: st.SearchStrategy[Failure]) -> st.SearchStrategy[Arrival]:
+    return st.builds(
+        Arrival,
+        gap_s=st.one_of(st.just(0.0), millis(0, 400)),
+        model=st.sampled_from(MODELS),
+        priority=st.sampled_from(list(RequestPriority)),
+        latency_s=millis(1, 800),
+        cancel_after_s=st.one_of(st.none(), st.none(), millis(0, 900)),
+        failures=st.one_of(st.just([]), st.lists(failures, max_size=4)),
+        timeout_s=st.one_of(st.none(), millis(50, 4000)),
+    )
 
 
 @st.composite
 def workloads(draw: st.DrawFn, *, unlimited_capacity: bool = False) -> Workload:
+    """Workloads; with unlimited capacity, no 429s either (their cooldown pauses a model)."""
     high = draw(st.sampled_from([0.0, 0.0, 0.03]))
     normal = draw(st.sampled_from([0.0, 0.05, 0.1, 0.3]))
     low = draw(st.sampled_from([normal, 0.5, 1.2]))
@@ -82,7 +107,11 @@ def workloads(draw: st.DrawFn, *, unlimited_capacity: bool = False) -> Workload:
         batch_size=draw(st.integers(1, 6)),
         max_concurrency=10_000 if unlimited_capacity else draw(st.integers(1, 5)),
         max_wait_s=(high, normal, low),
-        arrivals=draw(st.lists(arrivals, max_size=25)),
+        max_attempts=draw(st.integers(1, 3)),
+        fallback=draw(st.booleans()),
+        arrivals=draw(
+            st.lists(arrivals(errors if unlimited_capacity else errors | rate_limits), max_size=25)
+        ),
     )
 
 
@@ -96,29 +125,38 @@ class Outcome:
 
 async def play(workload: Workload) -> Outcome:
     high, normal, low = workload.max_wait_s
-    config = mock_model(
-        batch_size=workload.batch_size,
-        max_concurrency=workload.max_concurrency,
-        high_max_wait_s=high,
-        batch_timeout_ms=normal * 1000,
-        low_max_wait_s=low,
-        aging_s=1e6,  # strict priority is checked here; aging has its own test
-        timeout_s=None,
-    )
+    common: dict[str, Any] = {
+        "batch_size": workload.batch_size,
+        "max_concurrency": workload.max_concurrency,
+        "high_max_wait_s": high,
+        "batch_timeout_ms": normal * 1000,
+        "low_max_wait_s": low,
+        "aging_s": 1e6,  # strict priority is checked here; aging has its own tests
+        "timeout_s": None,
+        "retry": RetryPolicy(max_attempts=workload.max_attempts, max_retry_after_s=1.0),
+        # Cooldowns pause whole models; they have their own tests.
+        "cooldown": CooldownPolicy(failure_threshold=10_000),
+    }
+    models = {
+        "a": mock_model(**common, fallbacks=("b",) if workload.fallback else ()),
+        "b": mock_model(**common),
+    }
     by_id = {f"r{i}": a for i, a in enumerate(workload.arrivals)}
-    gateway = RecordingGateway(
-        dict.fromkeys(MODELS, config),
-        latency=lambda r: by_id[r.request_id].latency_s,
-        fail=lambda r: (
-            ProviderError("scripted", status_code=500) if by_id[r.request_id].fails else None
-        ),
-    )
+    calls: dict[str, int] = defaultdict(int)
+
+    def fail(request: LLMRequest) -> BaseException | None:
+        calls[request.request_id] += 1  # the attempt that just ended, on any model
+        script = by_id[request.request_id].failures
+        attempt = calls[request.request_id]
+        return script[attempt - 1].error() if attempt <= len(script) else None
+
+    gateway = RecordingGateway(models, latency=lambda r: by_id[r.request_id].latency_s, fail=fail)
     futures: dict[str, ResponseFuture] = {}
     cancelled_in_queue: set[str] = set()
 
     async def cancel_later(fut: ResponseFuture, delay: float) -> None:
         await anyio.sleep(delay)
-        if fut._state is QUEUED:
+        if fut._state is QUEUED and not fut.failures:
             cancelled_in_queue.add(fut.request.request_id)
         fut.cancel()
 
@@ -139,10 +177,6 @@ async def play(workload: Workload) -> Outcome:
     return Outcome(gateway, futures, cancelled_in_queue, closed_at)
 
 
-def order_key(fut: ResponseFuture) -> tuple[int, int]:
-    return (int(fut.request.priority), int(fut.request.request_id[1:]))
-
-
 def check_invariants(workload: Workload, outcome: Outcome) -> None:
     gateway, futures = outcome.gateway, outcome.futures
     high, normal, low = workload.max_wait_s
@@ -151,44 +185,90 @@ def check_invariants(workload: Workload, outcome: Outcome) -> None:
         RequestPriority.NORMAL: normal,
         RequestPriority.LOW: low,
     }
+    arrivals = {f"r{i}": a for i, a in enumerate(workload.arrivals)}
 
     # Every accepted request resolved exactly once: each future is done, and the stats counted
     # exactly one ending per request (they count state transitions, which happen once).
     assert all(f.done() for f in futures.values())
     total = gateway.get_stats().total
     assert total.completed + total.failed + total.cancelled == len(futures)
-    assert (total.queued, total.in_flight) == (0, 0)
+    assert (total.queued, total.in_flight, total.retrying) == (0, 0, 0)
+
+    calls_by_request: dict[str, list[Call]] = defaultdict(list)
+    for call in gateway.calls:
+        calls_by_request[call.request.request_id].append(call)
+    models_tried = 2 if workload.fallback else 1
     for request_id, fut in futures.items():
+        arrival, calls = arrivals[request_id], calls_by_request[request_id]
+        # The attempt budget holds (per model; a fallback brings a fresh budget).
+        per_model = defaultdict(int)
+        for call in calls:
+            per_model[call.model_id] += 1
+        assert all(n <= workload.max_attempts for n in per_model.values())
+        assert len(per_model) <= models_tried
+        # A fallback fires only after the first model's retryable attempts are used up, or
+        # when waiting there would pass the request's deadline (a long retry-after, the
+        # model's cooldown): never for a request without a deadline and short retry-afters.
+        if "b" in per_model and arrival.model == "a":
+            failed_on_a = arrival.failures[: per_model["a"]]
+            assert all(f.status_code != 400 for f in failed_on_a)
+            assert (
+                per_model["a"] == workload.max_attempts
+                or arrival.timeout_s is not None
+                or any((f.retry_after_s or 0) > 1.0 for f in failed_on_a)
+            )
+        # No retry on a model before the provider's retry-after.
+        for before, after in pairwise(calls):
+            script = arrival.failures[calls.index(before)]
+            assert before.ended is not None
+            if before.model_id == after.model_id:
+                assert after.started - before.ended >= (script.retry_after_s or 0.0) - EPS
         error = fut.exception()
         if error is None:
             assert fut.result().request_id == request_id
+            assert len(calls) == len(arrival.failures) + 1
+        elif isinstance(error, RequestCancelledError | RequestTimeoutError):
+            pass
+        elif arrival.failures[len(calls) - 1].status_code == 400:
+            # Non-retryable: fails at once with the provider's own error.
+            assert type(error) is ProviderError
+            assert error.status_code == 400
+            assert str(error) == "scripted"
         else:
-            assert isinstance(error, RequestCancelledError | RequestTimeoutError | ProviderError)
+            assert isinstance(error, RetriesExhaustedError)
+            assert f"failed after {len(calls)} attempts" in str(error)
 
-    # Nothing duplicated: each request reached the provider at most once.
-    called = [c.request.request_id for c in gateway.calls]
-    assert len(called) == len(set(called))
-    # Cancelled before dispatch: never reached the provider.
-    assert not outcome.cancelled_in_queue & set(called)
-    # Every provider call was for a dispatched request; every dispatched one was called or
-    # resolved before its task started.
-    dispatched = [f.request.request_id for b in gateway.batches for f in b.taken]
-    assert len(dispatched) == len(set(dispatched))
-    assert set(called) <= set(dispatched)
+    # Cancelled before its first dispatch: never reached the provider.
+    called = {request_id for request_id, calls in calls_by_request.items() if calls}
+    assert not outcome.cancelled_in_queue & called
 
     for provider in gateway.providers.values():
         assert provider.peak <= workload.max_concurrency
 
     for batch in gateway.batches:
-        models = {f.request.model for f in batch.taken}
-        assert models == {batch.model_id}
+        assert set(batch.owners) == {batch.model_id}  # one model per batch
         assert 1 <= len(batch.taken) <= workload.batch_size
         # As many as allowed leave: the batch is cut only by batch_size, capacity or demand.
         waiting_before = len(batch.taken) + len(batch.waiting)
         assert len(batch.taken) == min(workload.batch_size, batch.free, waiting_before)
-        # Strict priority at each take, FIFO within a priority.
+        # Strict priority at each take; FIFO within a priority among first attempts.
         if batch.waiting:
-            assert max(map(order_key, batch.taken)) < min(map(order_key, batch.waiting))
+            assert max(f.request.priority for f in batch.taken) <= min(
+                f.request.priority for f in batch.waiting
+            )
+            # (Retries and requests moved here from another model go to the front of their line.)
+            fresh_taken = [
+                f
+                for f, n in zip(batch.taken, batch.failures_before, strict=True)
+                if not n and f.request.model == batch.model_id
+            ]
+            fresh_waiting = [
+                f for f in batch.waiting if not f.failures and f.request.model == batch.model_id
+            ]
+            for taken in fresh_taken:
+                for waiting in fresh_waiting:
+                    if taken.request.priority == waiting.request.priority:
+                        assert taken.enqueued_at <= waiting.enqueued_at
         # A batch short for lack of requests leaves only at a deadline (or at shutdown).
         if waiting_before < workload.batch_size and batch.at < outcome.closed_at:
             overdue = [
@@ -219,7 +299,11 @@ def test_no_request_waits_past_its_maximum_when_capacity_is_free(
     backend: str, workload: Workload
 ) -> None:
     outcome: list[Outcome] = []
-    run(backend, partial(_play_into, workload, outcome))
+
+    async def main() -> None:
+        outcome.append(await play(workload))
+
+    run(backend, main)
     check_invariants(workload, outcome[0])
     high, normal, low = workload.max_wait_s
     max_wait = {
@@ -228,9 +312,6 @@ def test_no_request_waits_past_its_maximum_when_capacity_is_free(
         RequestPriority.LOW: low,
     }
     for batch in outcome[0].gateway.batches:
-        for fut in batch.taken:
-            assert batch.at - fut.enqueued_at <= max_wait[fut.request.priority] + EPS
-
-
-async def _play_into(workload: Workload, into: list[Outcome]) -> None:
-    into.append(await play(workload))
+        for fut, failures_before in zip(batch.taken, batch.failures_before, strict=True):
+            if not failures_before:  # a retry waits for its backoff instead
+                assert batch.at - fut.enqueued_at <= max_wait[fut.request.priority] + EPS

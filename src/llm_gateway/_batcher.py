@@ -4,13 +4,18 @@ The path of a request: ``submit`` takes a queue slot and sends the future into t
 intake stream (an anyio memory object stream). The batcher task moves arrivals into the
 :class:`PriorityQueue`, decides when a batch leaves (``batch_size`` waiting, or the oldest
 request's class maximum wait reached, or shutdown), takes at most the free concurrency in
-priority order, and starts one task per request in the gateway's task group. A request's future
-is resolved exactly once, by :meth:`ModelBatcher.resolve`, whatever ends it.
+priority order, and starts one task per request in the gateway's task group.
+
+A failed attempt is retried, moved to a fallback model, or failed (see ``_retry.py``). A
+request waiting out its backoff holds no concurrency; when the wait ends it goes back to the
+front of its priority's line. A request's future is resolved exactly once, by
+:meth:`ModelBatcher.resolve`, whatever ends it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -26,11 +31,13 @@ from ._exceptions import (
     QueueFullError,
     RequestCancelledError,
     RequestTimeoutError,
+    RetriesExhaustedError,
 )
-from ._future import DONE, QUEUED, RUNNING, ResponseFuture
+from ._future import BACKOFF, DONE, QUEUED, RUNNING, ResponseFuture
 from ._logs import BATCHES, ERRORS, JsonlLog, utc_timestamp
 from ._models import LLMRequest, LLMResponse, RequestPriority
 from ._queue import PriorityQueue
+from ._retry import Decision, decide, describe_attempts, is_retryable, jitter
 from ._stats import ModelStats, StatsRecorder
 from .providers._base import Provider
 
@@ -38,12 +45,13 @@ __all__ = ["ModelBatcher"]
 
 
 class _Batch:
-    __slots__ = ("dispatched_at", "futures", "remaining")
+    __slots__ = ("dispatched_at", "futures", "outcomes", "remaining")
 
     def __init__(self, futures: list[ResponseFuture], dispatched_at: float) -> None:
         self.futures = futures
         self.dispatched_at = dispatched_at
         self.remaining = len(futures)
+        self.outcomes: dict[ResponseFuture, str] = {}
 
 
 def _ms(seconds: float) -> float:
@@ -60,20 +68,28 @@ class ModelBatcher:
         provider: Provider,
         task_group: anyio.abc.TaskGroup,
         log: JsonlLog,
+        peers: Mapping[str, ModelBatcher],
     ) -> None:
         self.model_id = model_id
         self.config = config
         self._provider = provider
         self._tg = task_group
         self._log = log
+        self._peers = peers  # every model's batcher, by id: where fallbacks go
         self._send, self._receive = anyio.create_memory_object_stream[ResponseFuture](math.inf)
         # Slots bound what waits (intake + queue); released when a request leaves the queue.
         self._slots = anyio.Semaphore(config.queue_capacity)
         self._queue = PriorityQueue([config.max_wait_s(p) for p in RequestPriority], config.aging_s)
         self._running: set[ResponseFuture] = set()
+        self._backoff: set[ResponseFuture] = set()
         self._capacity_freed: anyio.Event | None = None
+        self._wait_scope: anyio.CancelScope | None = None
+        self._intake_open = True
         self._batcher_done = False
         self._idle = anyio.Event()
+        self._cooldown_until = -math.inf
+        self._cooldown_scanned = -math.inf
+        self._consecutive_failures = 0
         self.closing = False
         self.queued = 0
         self.stats = StatsRecorder()
@@ -96,6 +112,7 @@ class ModelBatcher:
 
     def _admit(self, request: LLMRequest, now: float, deadline: float) -> ResponseFuture:
         fut = ResponseFuture(request, self, now, deadline)
+        fut.fallbacks_left = self.config.fallbacks
         self.queued += 1
         self._send.send_nowait(fut)
         return fut
@@ -136,8 +153,12 @@ class ModelBatcher:
         *,
         value: LLMResponse | None = None,
         error: BaseException | None = None,
+        log: bool = True,
     ) -> None:
-        """Give ``fut`` its outcome, once; later calls are no-ops."""
+        """Give ``fut`` its outcome, once; later calls are no-ops.
+
+        ``log=False`` when the caller has already logged the failure (a failed attempt).
+        """
         state = fut._state
         if state is DONE:
             return
@@ -145,11 +166,10 @@ class ModelBatcher:
         fut._value = value
         fut._error = error
         if state is QUEUED:
-            self.queued -= 1
-            self._slots.release()
+            self._leave_queue(fut)
             if fut.in_queue:
                 self._queue.discard(fut)
-        elif fut._scope is not None:  # resolved from outside while its call runs: stop it
+        elif fut._scope is not None:  # its call or backoff is under way: stop it
             fut._scope.cancel()
         stats = self.stats
         if error is None:
@@ -161,26 +181,32 @@ class ModelBatcher:
             stats.cancelled += 1
         else:
             stats.failed += 1
-            if self._log.enabled:
-                self._log_error(fut, error, "queued" if state is QUEUED else "in_flight")
+            if log and self._log.enabled:
+                self._log_failure(fut, error, state.value, "fail")
         if fut._event is not None:
             fut._event.set()
+
+    def _leave_queue(self, fut: ResponseFuture) -> None:
+        self.queued -= 1
+        if fut.holds_slot:
+            fut.holds_slot = False
+            self._slots.release()
 
     def expire(self, fut: ResponseFuture) -> None:
         """Fail ``fut`` because its deadline passed."""
         timeout = fut.deadline - fut.enqueued_at
-        where = "in the queue" if fut._state is QUEUED else "in flight"
-        self.resolve(
-            fut,
-            error=RequestTimeoutError(fut._describe(f"timed out after {timeout:g} s ({where})")),
-        )
+        where = {QUEUED: "in the queue", BACKOFF: "waiting to retry"}.get(fut._state, "in flight")
+        what = f"timed out after {timeout:g} s ({where})"
+        if fut.failures:
+            what += f" after {len(fut.failures)} failed attempts: {describe_attempts(fut.failures)}"
+        self.resolve(fut, error=RequestTimeoutError(fut._describe(what)))
 
     def abort(self, reason: str) -> None:
-        """Fail every queued and in-flight request now (synchronous: usable while cancelled)."""
+        """Fail every request this model holds, now (synchronous: usable while cancelled)."""
         self.closing = True
         self._send.close()
         self._fail(self._take_queued(), reason)
-        self._fail(list(self._running), reason)
+        self._fail([*self._running, *self._backoff], reason)
 
     def _take_queued(self) -> list[ResponseFuture]:
         pending = self._queue.take_all()
@@ -204,7 +230,7 @@ class ModelBatcher:
         await self._idle.wait()
 
     def _update_idle(self) -> None:
-        if self._batcher_done and not self._running:
+        if self._batcher_done and not self._running and not self._backoff:
             self._idle.set()
 
     # -- the batcher task -----------------------------------------------------------------
@@ -220,40 +246,61 @@ class ModelBatcher:
             self._batcher_done = True
             self._update_idle()
 
-    def _drain_intake(self, now: float) -> bool:
-        """Move every arrival into the queue; return whether the intake is closed and empty."""
-        receive, queue = self._receive, self._queue
-        while True:
-            try:
-                queue.push(receive.receive_nowait(), now)
-            except anyio.WouldBlock:
-                return False
-            except anyio.EndOfStream:
-                return True
+    def _arrive(self, fut: ResponseFuture, now: float) -> None:
+        self._queue.push(fut, now)
+        if now < self._cooldown_until and fut.deadline < self._cooldown_until:
+            self._fall_back_from_cooldown(fut)
 
-    async def _receive_one(self, deadline: float) -> bool:
-        """Wait (until ``deadline``) for one arrival; return whether the intake closed."""
-        with anyio.CancelScope(deadline=deadline):
+    def _drain_intake(self, now: float) -> None:
+        """Move every arrival into the queue."""
+        while self._intake_open:
             try:
-                fut = await self._receive.receive()
+                self._arrive(self._receive.receive_nowait(), now)
+            except anyio.WouldBlock:
+                return
             except anyio.EndOfStream:
-                return True
-            self._queue.push(fut, anyio.current_time())
-        return False
+                self._intake_open = False
+
+    async def _wait(self, deadline: float) -> None:
+        """Wait until an arrival, a :meth:`_wake`, or ``deadline``."""
+        with anyio.CancelScope(deadline=deadline) as scope:
+            self._wait_scope = scope
+            try:
+                if self._intake_open:
+                    self._arrive(await self._receive.receive(), anyio.current_time())
+                else:
+                    await anyio.sleep_forever()
+            except anyio.EndOfStream:
+                self._intake_open = False
+            finally:
+                self._wait_scope = None
+
+    def _wake(self) -> None:
+        """Make the batcher look at its queue again (a retry or a fallback arrived)."""
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
 
     async def _batch_forever(self) -> None:
         queue, config = self._queue, self.config
         batch_size, max_concurrency = config.batch_size, config.max_concurrency
-        closing = False
         while True:
             now = anyio.current_time()
-            if not closing:
-                closing = self._drain_intake(now)
+            self._drain_intake(now)
             queue.promote(now)
+            closing = not self._intake_open
             if not queue.live:
-                if closing:
+                # A request in flight may yet come back for a retry: stay until none can.
+                if closing and not self._running and not self._backoff:
                     return
-                closing = await self._receive_one(math.inf)
+                await self._wait(math.inf)
+                continue
+            if now < self._cooldown_until:
+                if self._cooldown_scanned != self._cooldown_until:
+                    self._cooldown_scanned = self._cooldown_until
+                    for fut in queue.queued():
+                        if fut.deadline < self._cooldown_until:
+                            self._fall_back_from_cooldown(fut)
+                await self._wait(self._cooldown_until)
                 continue
             free = max_concurrency - len(self._running)
             if free <= 0:
@@ -265,12 +312,11 @@ class ModelBatcher:
                 finally:
                     self._capacity_freed = None
                 continue
-            due = queue.next_due()
-            if closing or queue.live >= batch_size or due <= now:
+            if closing or queue.live >= batch_size or queue.next_due() <= now:
                 self._dispatch(queue.take(min(batch_size, free)), now)
                 await anyio.lowlevel.checkpoint()  # let the batch start; never hog the loop
                 continue
-            closing = await self._receive_one(min(due, queue.next_promotion()))
+            await self._wait(min(queue.next_due(), queue.next_promotion()))
 
     def _dispatch(self, futures: list[ResponseFuture], now: float) -> None:
         batch = _Batch(futures, now)
@@ -280,15 +326,17 @@ class ModelBatcher:
         for fut in futures:
             fut._state = RUNNING
             fut.dispatched_at = now
-            self.queued -= 1
-            self._slots.release()
+            self._leave_queue(fut)
             self._running.add(fut)
             stats.queue_wait_ms.append(_ms(now - fut.enqueued_at))
             self._tg.start_soon(self._run_one, fut, batch)
 
+    # -- one attempt ------------------------------------------------------------------------
+
     async def _run_one(self, fut: ResponseFuture, batch: _Batch) -> None:
+        decision: Decision | None = None
         try:
-            if fut._state is not RUNNING:  # cancelled, expired or aborted before it started
+            if fut._state is not RUNNING:  # resolved before its task started
                 return
             if fut.deadline <= anyio.current_time():
                 self.expire(fut)
@@ -299,9 +347,10 @@ class ModelBatcher:
                     response = await self._provider.complete(fut.request)
                 except Exception as exc:
                     fut._scope = None
-                    self.resolve(fut, error=exc)
+                    decision = self._after_failure(fut, exc)
                 else:
                     fut._scope = None
+                    self._consecutive_failures = 0
                     done_at = anyio.current_time()
                     self.resolve(
                         fut,
@@ -311,25 +360,145 @@ class ModelBatcher:
                             queue_wait_ms=_ms(fut.dispatched_at - fut.enqueued_at),
                         ),
                     )
-            if scope.cancelled_caught and fut._state is not DONE:
+            if scope.cancelled_caught and fut._state is RUNNING:
+                decision = None
                 self.expire(fut)
-        finally:
-            if fut._state is not DONE:  # only if the gateway's task group was cancelled
+        except BaseException:
+            # Only the gateway's task group being cancelled gets here: fail what we hold.
+            if fut._state is RUNNING:
                 self._fail([fut], "the gateway's task group was cancelled")
+            raise
+        finally:
             fut._scope = None
             self._running.discard(fut)
             self.stats.latency_ms.append(_ms(anyio.current_time() - fut.dispatched_at))
             if self._capacity_freed is not None:
                 self._capacity_freed.set()
+            if not self._intake_open:
+                self._wake()  # the batcher may be waiting for the last request to end
+            retried = decision is not None and decision.action != "fail"
+            batch.outcomes[fut] = decision.action if decision and retried else _outcome(fut)
             batch.remaining -= 1
             if batch.remaining == 0 and self._log.enabled:
                 self._log_batch(batch)
             self._update_idle()
+        if decision is not None and fut._state is RUNNING:
+            if decision.action == "retry":
+                await self._back_off(fut, decision.delay_s)
+            else:
+                self._fall_back(fut)
+
+    def _after_failure(self, fut: ResponseFuture, error: Exception) -> Decision:
+        """Count a failed attempt and decide what follows; fail the request if that is it."""
+        now = anyio.current_time()
+        fut.failures.append(error)
+        config = self.config
+        if is_retryable(error, config.retry):
+            self._consecutive_failures += 1
+            if self._consecutive_failures >= config.cooldown.failure_threshold:
+                self._consecutive_failures = 0
+                self._start_cooldown(now + config.cooldown.cooldown_s)
+        if isinstance(error, ProviderError) and error.status_code == 429 and error.retry_after_s:
+            self._start_cooldown(now + error.retry_after_s)  # the whole model is limited
+        attempt = len(fut.failures) - fut.model_start  # attempts on this model
+        decision = decide(
+            error,
+            attempt,
+            config.retry,
+            time_left_s=fut.deadline - now,
+            has_fallback=bool(fut.fallbacks_left),
+            jitter=jitter(fut.request.request_id, len(fut.failures)),
+        )
+        if decision.action == "retry":
+            self.stats.retries += 1
+        if self._log.enabled:
+            self._log_failure(fut, error, "in_flight", decision.action)
+        if decision.action == "fail":
+            self.resolve(fut, error=self._final_error(fut, error, decision.reason), log=False)
+        return decision
+
+    def _final_error(self, fut: ResponseFuture, error: BaseException, reason: str) -> BaseException:
+        if not is_retryable(error, self.config.retry):
+            # Retrying cannot help: the caller gets the provider's own error (its class and
+            # status say what to fix), with any earlier attempts noted.
+            if len(fut.failures) > 1:
+                error.add_note(f"earlier: {describe_attempts(fut.failures[:-1])}")
+            return error
+        final = RetriesExhaustedError(
+            fut._describe(
+                f"failed after {len(fut.failures)} attempts ({reason}): "
+                f"{describe_attempts(fut.failures)}; the last said: {error}"
+            ),
+            fut.failures,
+        )
+        final.__cause__ = error
+        return final
+
+    def _start_cooldown(self, until: float) -> None:
+        if until > self._cooldown_until:
+            if self._cooldown_until < anyio.current_time():
+                self.stats.cooldowns += 1
+            self._cooldown_until = until
+            self._wake()
+
+    async def _back_off(self, fut: ResponseFuture, delay_s: float) -> None:
+        fut._state = BACKOFF
+        self._backoff.add(fut)
+        try:
+            with anyio.CancelScope() as scope:
+                fut._scope = scope  # resolve() (cancel, abort) ends the wait early
+                await anyio.sleep(delay_s)
+            fut._scope = None
+            if fut._state is BACKOFF:
+                self._requeue(fut)
+        except BaseException:
+            if fut._state is BACKOFF:
+                self._fail([fut], "the gateway's task group was cancelled")
+            raise
+        finally:
+            fut._scope = None
+            self._backoff.discard(fut)
+            self._update_idle()
+
+    def _requeue(self, fut: ResponseFuture) -> None:
+        """Put ``fut`` back at the front of its line (a retry, or adopted from another model)."""
+        fut._state = QUEUED
+        self.queued += 1
+        self._queue.push_front(fut)
+        self._wake()
+
+    def _fall_back(self, fut: ResponseFuture) -> None:
+        """Move ``fut`` to the next fallback model that still runs, or fail it."""
+        while fut.fallbacks_left:
+            target_id, fut.fallbacks_left = fut.fallbacks_left[0], fut.fallbacks_left[1:]
+            target = self._peers.get(target_id)
+            if target is not None and not target._batcher_done:
+                self.stats.fallbacks += 1
+                fut._batcher = target
+                fut.model_start = len(fut.failures)
+                target._requeue(fut)
+                return
+        last = fut.failures[-1] if fut.failures else None
+        if last is None:
+            self.resolve(fut, error=RequestTimeoutError(fut._describe("cannot meet its deadline")))
+        else:
+            self.resolve(fut, error=self._final_error(fut, last, "no fallback left"), log=False)
+
+    def _fall_back_from_cooldown(self, fut: ResponseFuture) -> None:
+        """``fut`` would pass its deadline waiting for this model's cooldown: move it on."""
+        if fut._state is not QUEUED or not fut.fallbacks_left:
+            return
+        self._queue.remove(fut)
+        self._leave_queue(fut)
+        fut._state = RUNNING  # off the queue, as if taken: _fall_back moves or fails it
+        if self._log.enabled:
+            self._log_failure(fut, None, "queued", "fallback")
+        self._fall_back(fut)
 
     # -- logs (metadata only) -------------------------------------------------------------
 
     def _log_batch(self, batch: _Batch) -> None:
-        outcomes = [_outcome(fut) for fut in batch.futures]
+        outcomes = [batch.outcomes[fut] for fut in batch.futures]
         statuses = set(outcomes)
         status = statuses.pop() if len(statuses) == 1 else "partial"
         usage = [fut._value.usage for fut in batch.futures if fut._value is not None]
@@ -352,7 +521,9 @@ class ModelBatcher:
         }
         self._log.write(BATCHES, record)
 
-    def _log_error(self, fut: ResponseFuture, error: BaseException, phase: str) -> None:
+    def _log_failure(
+        self, fut: ResponseFuture, error: BaseException | None, phase: str, decision: str
+    ) -> None:
         request = fut.request
         record: dict[str, Any] = {
             "timestamp": utc_timestamp(),
@@ -362,7 +533,9 @@ class ModelBatcher:
             "trace_id": request.trace_id,
             "priority": request.priority.name,
             "phase": phase,
-            "error": type(error).__name__,
+            "attempt": len(fut.failures),
+            "error": type(error).__name__ if error is not None else "CooldownPastDeadline",
+            "decision": decision,
         }
         if isinstance(error, ProviderError):
             record["status_code"] = error.status_code
@@ -370,12 +543,15 @@ class ModelBatcher:
             record["retry_after_s"] = error.retry_after_s
         self._log.write(ERRORS, record)
 
-    def snapshot(self) -> ModelStats:
-        return self.stats.snapshot(self.queued, len(self._running))
+    def snapshot(self, now: float) -> ModelStats:
+        remaining = max(0.0, self._cooldown_until - now)
+        return self.stats.snapshot(self.queued, len(self._running), len(self._backoff), remaining)
 
 
 def _outcome(fut: ResponseFuture) -> str:
     error = fut._error
+    if fut._state is not DONE:
+        return "pending"
     if error is None:
         return "ok"
     if isinstance(error, RequestCancelledError):

@@ -16,6 +16,7 @@ from cattrs.errors import ClassValidationError
 
 from ._exceptions import ConfigError
 from ._models import ModelProvider, RequestPriority
+from ._retry import CooldownPolicy, RetryPolicy
 
 __all__ = ["GatewayConfig", "ModelConfig", "load_config"]
 
@@ -69,6 +70,10 @@ class ModelConfig:
             ``submit_nowait`` raises :class:`QueueFullError` beyond it.
         timeout_s: Default deadline of a request, queue wait included; ``None`` for none.
         provider_options: Extra options for the provider adapter (see ``docs/providers.md``).
+        retry: When and how failed calls are retried (see :class:`RetryPolicy`).
+        cooldown: When the model pauses after failures (see :class:`CooldownPolicy`).
+        fallbacks: Model ids to try, in order, when a request has used up its retries here
+            or this model is cooling down past the request's deadline.
     """
 
     provider: ModelProvider = attrs.field(converter=_to_provider)
@@ -86,6 +91,9 @@ class ModelConfig:
     queue_capacity: int = 10_000
     timeout_s: float | None = 600.0
     provider_options: Mapping[str, Any] = attrs.field(factory=dict)
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    cooldown: CooldownPolicy = attrs.field(factory=CooldownPolicy)
+    fallbacks: tuple[str, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         _check(
@@ -142,6 +150,12 @@ class GatewayConfig:
         if not self.models:
             raise ConfigError("GatewayConfig.models is empty; configure at least one model")
         for model_id, model in self.models.items():
+            for fallback in model.fallbacks:
+                if fallback not in self.models or fallback == model_id:
+                    raise ConfigError(
+                        f"models.{model_id}.fallbacks names {fallback!r}, which is not another "
+                        f"configured model; use some of {sorted(set(self.models) - {model_id})}"
+                    )
             if not isinstance(model_id, str) or not model_id:
                 raise ConfigError(f"GatewayConfig.models has an empty or non-str id {model_id!r}")
             if not isinstance(model, ModelConfig):

@@ -22,10 +22,11 @@ __all__ = ["ResponseFuture"]
 class _State(enum.Enum):
     QUEUED = "queued"  # accepted, waiting in the model's intake stream or queue
     RUNNING = "running"  # taken off the queue by the batcher; its provider call may be under way
+    BACKOFF = "backoff"  # a failed attempt will be retried; waiting, holding no capacity
     DONE = "done"  # has its response or its exception; never changes again
 
 
-QUEUED, RUNNING, DONE = _State.QUEUED, _State.RUNNING, _State.DONE
+QUEUED, RUNNING, BACKOFF, DONE = _State.QUEUED, _State.RUNNING, _State.BACKOFF, _State.DONE
 
 
 class ResponseFuture:
@@ -52,7 +53,11 @@ class ResponseFuture:
         "deadline",
         "dispatched_at",
         "enqueued_at",
+        "failures",
+        "fallbacks_left",
+        "holds_slot",
         "in_queue",
+        "model_start",
         "rank",
         "rank_since",
         "request",
@@ -68,11 +73,16 @@ class ResponseFuture:
         self._value: LLMResponse | None = None
         self._error: BaseException | None = None
         self._event: anyio.Event | None = None  # made only when someone waits before it is done
-        self._scope: anyio.CancelScope | None = None  # the provider call's, while in flight
+        # The provider call's (or the backoff wait's) cancel scope, while there is one.
+        self._scope: anyio.CancelScope | None = None
         self.enqueued_at = enqueued_at
         self.deadline = deadline
         self.dispatched_at = math.nan
         self.in_queue = False  # in the batcher's priority queue (not just the intake stream)
+        self.holds_slot = True  # a queue slot, until first dispatched (retries take none)
+        self.failures: list[BaseException] = []  # every failed attempt, on every model
+        self.fallbacks_left: tuple[str, ...] = ()  # models still to try after this one
+        self.model_start = 0  # index in `failures` where the current model's attempts begin
         self.rank = 0
         self.rank_since = 0.0
 

@@ -48,6 +48,28 @@ class PriorityQueue:
         self._lines[rank].append(fut)
         self.live += 1
 
+    def push_front(self, fut: ResponseFuture) -> None:
+        """Put a request back at the front of its line, due at once (a retry or a fallback).
+
+        It was taken ahead of everything still waiting in its class, so the front keeps the
+        order; its class entry time stays its arrival, so no batch timer delays it again.
+        """
+        fut.rank = rank = int(fut.request.priority) - 1
+        fut.rank_since = fut.enqueued_at
+        fut.in_queue = True
+        self._lines[rank].appendleft(fut)
+        self.live += 1
+
+    def remove(self, fut: ResponseFuture) -> None:
+        """Take a queued request out of its line (O(n): only for rare moves to another model)."""
+        self._lines[fut.rank].remove(fut)
+        fut.in_queue = False
+        self.live -= 1
+
+    def queued(self) -> list[ResponseFuture]:
+        """Every queued request (a copy)."""
+        return [f for line in self._lines for f in line if f._state is QUEUED]
+
     def discard(self, fut: ResponseFuture) -> None:
         """Account for a queued request that was resolved (it is skipped when reached)."""
         fut.in_queue = False

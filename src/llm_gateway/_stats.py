@@ -50,6 +50,11 @@ class ModelStats:
         completed: Requests answered.
         failed: Requests that ended in an error (timeouts and shutdown aborts included).
         cancelled: Requests cancelled by their caller.
+        retrying: Requests waiting out a backoff before their next attempt.
+        retries: Attempts that were retried.
+        fallbacks: Requests moved from this model to a fallback model.
+        cooldowns: Cooldowns started (the model paused dispatching).
+        cooldown_remaining_s: Seconds until the current cooldown ends (0: none).
         batches: Batches dispatched.
         mean_batch_size: Requests per batch, on average (0 before the first batch).
         queue_wait_ms: Time from submission to dispatch.
@@ -63,6 +68,11 @@ class ModelStats:
     completed: int
     failed: int
     cancelled: int
+    retrying: int
+    retries: int
+    fallbacks: int
+    cooldowns: int
+    cooldown_remaining_s: float
     batches: int
     mean_batch_size: float
     queue_wait_ms: LatencySummary
@@ -98,6 +108,9 @@ class StatsRecorder:
     completed: int = 0
     failed: int = 0
     cancelled: int = 0
+    retries: int = 0
+    fallbacks: int = 0
+    cooldowns: int = 0
     batches: int = 0
     batched: int = 0
     input_tokens: int = 0
@@ -105,11 +118,19 @@ class StatsRecorder:
     queue_wait_ms: deque[float] = attrs.field(factory=lambda: deque(maxlen=SAMPLE_WINDOW))
     latency_ms: deque[float] = attrs.field(factory=lambda: deque(maxlen=SAMPLE_WINDOW))
 
-    def snapshot(self, queued: int, in_flight: int) -> ModelStats:
-        return _snapshot([self], queued, in_flight)
+    def snapshot(
+        self, queued: int, in_flight: int, retrying: int, cooldown_remaining_s: float
+    ) -> ModelStats:
+        return _snapshot([self], queued, in_flight, retrying, cooldown_remaining_s)
 
 
-def _snapshot(recorders: list[StatsRecorder], queued: int, in_flight: int) -> ModelStats:
+def _snapshot(
+    recorders: list[StatsRecorder],
+    queued: int,
+    in_flight: int,
+    retrying: int,
+    cooldown_remaining_s: float,
+) -> ModelStats:
     batches = sum(r.batches for r in recorders)
     batched = sum(r.batched for r in recorders)
     return ModelStats(
@@ -118,6 +139,11 @@ def _snapshot(recorders: list[StatsRecorder], queued: int, in_flight: int) -> Mo
         completed=sum(r.completed for r in recorders),
         failed=sum(r.failed for r in recorders),
         cancelled=sum(r.cancelled for r in recorders),
+        retrying=retrying,
+        retries=sum(r.retries for r in recorders),
+        fallbacks=sum(r.fallbacks for r in recorders),
+        cooldowns=sum(r.cooldowns for r in recorders),
+        cooldown_remaining_s=cooldown_remaining_s,
         batches=batches,
         mean_batch_size=batched / batches if batches else 0.0,
         queue_wait_ms=LatencySummary.of(s for r in recorders for s in r.queue_wait_ms),
@@ -127,6 +153,12 @@ def _snapshot(recorders: list[StatsRecorder], queued: int, in_flight: int) -> Mo
     )
 
 
-def total_snapshot(recorders: list[StatsRecorder], queued: int, in_flight: int) -> ModelStats:
-    """The figures summed over several models."""
-    return _snapshot(recorders, queued, in_flight)
+def total_snapshot(recorders: list[StatsRecorder], models: list[ModelStats]) -> ModelStats:
+    """The figures summed over several models (the longest cooldown for the cooldown)."""
+    return _snapshot(
+        recorders,
+        sum(m.queued for m in models),
+        sum(m.in_flight for m in models),
+        sum(m.retrying for m in models),
+        max((m.cooldown_remaining_s for m in models), default=0.0),
+    )
