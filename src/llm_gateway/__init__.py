@@ -3,12 +3,18 @@
 from ._config import GatewayConfig as GatewayConfig
 from ._config import ModelConfig as ModelConfig
 from ._config import load_config as load_config
+from ._exceptions import AuthenticationError as AuthenticationError
 from ._exceptions import BatchError as BatchError
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import GatewayClosedError as GatewayClosedError
 from ._exceptions import GatewayError as GatewayError
+from ._exceptions import ProviderConnectionError as ProviderConnectionError
 from ._exceptions import ProviderError as ProviderError
+from ._exceptions import ProviderResponseError as ProviderResponseError
+from ._exceptions import ProviderStatusError as ProviderStatusError
+from ._exceptions import ProviderTimeoutError as ProviderTimeoutError
 from ._exceptions import QueueFullError as QueueFullError
+from ._exceptions import RateLimitError as RateLimitError
 from ._exceptions import RequestCancelledError as RequestCancelledError
 from ._exceptions import RequestTimeoutError as RequestTimeoutError
 from ._exceptions import RequestValidationError as RequestValidationError
@@ -31,6 +37,7 @@ from ._stats import ModelStats as ModelStats
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthenticationError",
     "BatchError",
     "ConfigError",
     "Gateway",
@@ -47,8 +54,13 @@ __all__ = [
     "ModelConfig",
     "ModelProvider",
     "ModelStats",
+    "ProviderConnectionError",
     "ProviderError",
+    "ProviderResponseError",
+    "ProviderStatusError",
+    "ProviderTimeoutError",
     "QueueFullError",
+    "RateLimitError",
     "RequestCancelledError",
     "RequestPriority",
     "RequestTimeoutError",

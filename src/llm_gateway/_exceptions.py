@@ -6,19 +6,25 @@ Every error a caller can see from the gateway derives from :class:`GatewayError`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._models import LLMResponse
 
 __all__ = [
+    "AuthenticationError",
     "BatchError",
     "ConfigError",
     "GatewayClosedError",
     "GatewayError",
+    "ProviderConnectionError",
     "ProviderError",
+    "ProviderResponseError",
+    "ProviderStatusError",
+    "ProviderTimeoutError",
     "QueueFullError",
+    "RateLimitError",
     "RequestCancelledError",
     "RequestTimeoutError",
     "RequestValidationError",
@@ -65,6 +71,12 @@ class ProviderError(GatewayError):
         status_code: The HTTP status, when the provider answered with one.
         provider_request_id: The provider's own id for the failed call, when given.
         retry_after_s: The provider's ``retry-after`` hint in seconds, when given.
+        headers: The provider's rate-limit and retry headers from the failed call
+            (``retry-after``, ``retry-after-ms``, ``x-should-retry``, ``anthropic-ratelimit-*``,
+            ``x-ratelimit-*``), lower-case names; no other headers.
+        error_type: The provider's error type string (e.g. ``"rate_limit_error"``), when given.
+        provider_message: The provider's own error message, when given. It may quote the
+            request, so the gateway never logs it; ``str(error)`` does not include it.
     """
 
     def __init__(
@@ -74,11 +86,54 @@ class ProviderError(GatewayError):
         status_code: int | None = None,
         provider_request_id: str | None = None,
         retry_after_s: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        error_type: str | None = None,
+        provider_message: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.provider_request_id = provider_request_id
         self.retry_after_s = retry_after_s
+        self.headers: Mapping[str, str] = {} if headers is None else headers
+        self.error_type = error_type
+        self.provider_message = provider_message
+
+
+class ProviderStatusError(ProviderError):
+    """The provider answered with an HTTP error status (``status_code`` is set)."""
+
+
+class RateLimitError(ProviderStatusError):
+    """The provider refused the call for its rate limits (HTTP 429); see ``retry_after_s``."""
+
+
+class AuthenticationError(ProviderStatusError):
+    """The provider refused the key (HTTP 401) or its permissions (HTTP 403)."""
+
+
+class ProviderTimeoutError(ProviderError):
+    """The provider did not answer within the model's ``timeout_s`` (the SDK's own timeout)."""
+
+
+class ProviderConnectionError(ProviderError):
+    """The provider could not be reached, or the connection broke before an answer."""
+
+
+class ProviderResponseError(ProviderError):
+    """The provider answered success with a body the gateway cannot use.
+
+    For example malformed JSON, a missing required field, or tool-call arguments that are not
+    a JSON object.
+    """
+
+
+def status_error_type(status_code: int) -> type[ProviderStatusError]:
+    """The :class:`ProviderStatusError` subclass for an HTTP error status."""
+    if status_code == 429:
+        return RateLimitError
+    if status_code in (401, 403):
+        return AuthenticationError
+    return ProviderStatusError
 
 
 class BatchError(GatewayError):
