@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from .._config import ModelConfig
 from .._exceptions import ConfigError
 from .._models import ModelProvider
 from ._base import Provider
 from ._mock import MockFixtures, MockProvider, MockScript
+
+if TYPE_CHECKING:
+    import httpx2
 
 __all__ = ["open_provider"]
 
@@ -30,17 +34,65 @@ def mock_script_from_options(model_id: str, config: ModelConfig) -> MockScript:
     return MockScript(fixtures=fixtures, latency_s=float(latency))
 
 
+def sdk_extra(provider: ModelProvider) -> str | None:
+    """The extra (and SDK) a provider needs: ``"anthropic"``, ``"openai"``, or ``None``."""
+    if provider.value.startswith("claude-"):
+        return "anthropic"
+    if provider.value.startswith("gpt-") or provider is ModelProvider.LOCAL_LLAMA:
+        return "openai"
+    return None
+
+
+def _missing_extra(
+    error: ModuleNotFoundError, extra: str, model_id: str, config: ModelConfig
+) -> Exception:
+    """The ConfigError for an uninstalled extra; ``error`` itself when something else is missing."""
+    missing = (error.name or "").partition(".")[0]
+    if missing not in (extra, "httpx2"):
+        return error
+    return ConfigError(
+        f"models.{model_id}: provider {config.provider.value!r} needs the {extra} SDK, and "
+        f"{missing!r} is not installed; install it with: pip install 'trio-llm-gateway[{extra}]'"
+    )
+
+
 @asynccontextmanager
-async def open_provider(model_id: str, config: ModelConfig) -> AsyncGenerator[Provider]:
+async def open_provider(
+    model_id: str, config: ModelConfig, *, http_client: httpx2.AsyncClient | None = None
+) -> AsyncGenerator[Provider]:
     """Open the adapter ``config.provider`` calls for; close it on exit.
 
+    The SDK adapters are imported here, when a model needs them, so ``import llm_gateway``
+    imports no SDK and a missing extra only matters to the models that need it.
+
+    Args:
+        model_id: The configured model id.
+        config: The model's configuration.
+        http_client: For tests: the HTTP client an SDK adapter uses (e.g. one with an
+            ``httpx2.MockTransport``); it is closed with the adapter. The mock ignores it.
+
     Raises:
-        ConfigError: The provider cannot be used (a missing extra, a missing key).
+        ConfigError: The provider cannot be used (a missing extra, a missing key, a missing
+            ``endpoint`` for ``local-llama``, unknown ``provider_options``).
     """
-    if config.provider is ModelProvider.MOCK:
+    extra = sdk_extra(config.provider)
+    if extra == "anthropic":
+        try:
+            from . import _anthropic
+        except ModuleNotFoundError as error:
+            raise _missing_extra(error, extra, model_id, config) from None
+        async with _anthropic.open_anthropic(model_id, config, http_client=http_client) as sdk:
+            yield sdk
+    elif extra == "openai":
+        try:
+            from . import _openai
+        except ModuleNotFoundError as error:
+            raise _missing_extra(error, extra, model_id, config) from None
+        async with _openai.open_openai(model_id, config, http_client=http_client) as sdk:
+            yield sdk
+    elif config.provider is ModelProvider.MOCK:
         yield MockProvider(model_id, config.model_name, mock_script_from_options(model_id, config))
-        return
-    raise ConfigError(
-        f"models.{model_id}: the {config.provider.value!r} provider is not available in this "
-        "version; use provider = 'mock'"
-    )
+    else:
+        raise ConfigError(
+            f"models.{model_id}: the {config.provider.value!r} provider has no adapter"
+        )
