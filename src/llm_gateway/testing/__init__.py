@@ -5,6 +5,23 @@ from ..providers._mock import MockFixture as MockFixture
 from ..providers._mock import MockFixtures as MockFixtures
 from ..providers._mock import MockMatch as MockMatch
 from ..providers._mock import MockScript as MockScript
+from ._fake_server import FakeLLMServer as FakeLLMServer
+from ._fake_server import FakeReply as FakeReply
+from ._fake_server import ReceivedRequest as ReceivedRequest
+from ._fake_server import fake_answer as fake_answer
+from ._fake_server import open_fake_llm_server as open_fake_llm_server
 from ._mock_gateway import MockLLMGateway as MockLLMGateway
 
-__all__ = ["MockError", "MockFixture", "MockFixtures", "MockLLMGateway", "MockMatch", "MockScript"]
+__all__ = [
+    "FakeLLMServer",
+    "FakeReply",
+    "MockError",
+    "MockFixture",
+    "MockFixtures",
+    "MockLLMGateway",
+    "MockMatch",
+    "MockScript",
+    "ReceivedRequest",
+    "fake_answer",
+    "open_fake_llm_server",
+]
