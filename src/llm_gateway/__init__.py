@@ -18,6 +18,7 @@ from ._exceptions import RateLimitError as RateLimitError
 from ._exceptions import RequestCancelledError as RequestCancelledError
 from ._exceptions import RequestTimeoutError as RequestTimeoutError
 from ._exceptions import RequestValidationError as RequestValidationError
+from ._exceptions import RetriesExhaustedError as RetriesExhaustedError
 from ._exceptions import UnknownModelError as UnknownModelError
 from ._future import ResponseFuture as ResponseFuture
 from ._gateway import Gateway as Gateway
@@ -30,6 +31,8 @@ from ._models import ModelProvider as ModelProvider
 from ._models import RequestPriority as RequestPriority
 from ._models import ToolCall as ToolCall
 from ._models import Usage as Usage
+from ._retry import CooldownPolicy as CooldownPolicy
+from ._retry import RetryPolicy as RetryPolicy
 from ._stats import GatewayStats as GatewayStats
 from ._stats import LatencySummary as LatencySummary
 from ._stats import ModelStats as ModelStats
@@ -40,6 +43,7 @@ __all__ = [
     "AuthenticationError",
     "BatchError",
     "ConfigError",
+    "CooldownPolicy",
     "Gateway",
     "GatewayClosedError",
     "GatewayConfig",
@@ -66,6 +70,8 @@ __all__ = [
     "RequestTimeoutError",
     "RequestValidationError",
     "ResponseFuture",
+    "RetriesExhaustedError",
+    "RetryPolicy",
     "ToolCall",
     "UnknownModelError",
     "Usage",

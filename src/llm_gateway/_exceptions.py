@@ -25,6 +25,7 @@ __all__ = [
     "ProviderTimeoutError",
     "QueueFullError",
     "RateLimitError",
+    "RetriesExhaustedError",
     "RequestCancelledError",
     "RequestTimeoutError",
     "RequestValidationError",
@@ -155,3 +156,26 @@ class BatchError(GatewayError):
             f"{len(self.exceptions)} of {len(self.results)} requests failed ({', '.join(kinds)}); "
             "see .results for every outcome in input order"
         )
+
+
+class RetriesExhaustedError(ProviderError):
+    """A request's retryable failures used up its retry budget (and any fallback models).
+
+    Its status, request id and ``retry_after_s`` are the last attempt's; ``__cause__`` is the
+    last attempt's error.
+
+    Attributes:
+        attempts: Every failed attempt's error, in order.
+    """
+
+    def __init__(self, message: str, attempts: Sequence[BaseException]) -> None:
+        last = attempts[-1]
+        info = last if isinstance(last, ProviderError) else None
+        super().__init__(
+            message,
+            status_code=info.status_code if info else None,
+            provider_request_id=info.provider_request_id if info else None,
+            retry_after_s=info.retry_after_s if info else None,
+            headers=info.headers if info else None,
+        )
+        self.attempts = list(attempts)
