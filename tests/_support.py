@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Self
@@ -96,6 +97,7 @@ class RecordingGateway(Gateway):
         self.calls: list[Call] = []
         self.providers: dict[str, RecordingProvider] = {}
         self.batches: list[BatchRecord] = []
+        self.closing_started = math.inf  # when a test started shutting the gateway down
         self._latency, self._fail = latency, fail
 
     def _open_provider(

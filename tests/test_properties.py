@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from llm_gateway import (
     CooldownPolicy,
+    GatewayClosedError,
     LLMRequest,
     ProviderError,
     RequestCancelledError,
@@ -73,6 +74,7 @@ class Workload:
     max_wait_s: tuple[float, float, float]  # HIGH, NORMAL, LOW
     max_attempts: int
     fallback: bool  # model "a" falls back to "b"
+    shutdown_timeout_s: float | None  # None: a graceful shutdown that waits for everything
     arrivals: list[Arrival]
 
 
@@ -109,6 +111,7 @@ def workloads(draw: st.DrawFn, *, unlimited_capacity: bool = False) -> Workload:
         max_wait_s=(high, normal, low),
         max_attempts=draw(st.integers(1, 3)),
         fallback=draw(st.booleans()),
+        shutdown_timeout_s=draw(st.one_of(st.none(), millis(0, 1500))),
         arrivals=draw(
             st.lists(arrivals(errors if unlimited_capacity else errors | rate_limits), max_size=25)
         ),
@@ -153,7 +156,19 @@ async def play(workload: Workload) -> Outcome:
     gateway = RecordingGateway(models, latency=lambda r: by_id[r.request_id].latency_s, fail=fail)
     futures: dict[str, ResponseFuture] = {}
     cancelled_in_queue: set[str] = set()
+    # Virtual time makes this guard free: a hang jumps the clock to it and fails the example.
+    with anyio.fail_after(100_000):
+        await _drive(gateway, by_id, futures, cancelled_in_queue, workload.shutdown_timeout_s)
+    return Outcome(gateway, futures, cancelled_in_queue, gateway.closing_started)
 
+
+async def _drive(
+    gateway: RecordingGateway,
+    by_id: dict[str, Arrival],
+    futures: dict[str, ResponseFuture],
+    cancelled_in_queue: set[str],
+    shutdown_timeout_s: float | None,
+) -> None:
     async def cancel_later(fut: ResponseFuture, delay: float) -> None:
         await anyio.sleep(delay)
         if fut._state is QUEUED and not fut.failures:
@@ -173,8 +188,9 @@ async def play(workload: Workload) -> Outcome:
                 futures[request_id] = fut = gateway.submit_nowait(request)
                 if arrival.cancel_after_s is not None:
                     tg.start_soon(cancel_later, fut, arrival.cancel_after_s)
-        closed_at = anyio.current_time()  # leaving the block starts the graceful shutdown
-    return Outcome(gateway, futures, cancelled_in_queue, closed_at)
+        gateway.closing_started = anyio.current_time()
+        if shutdown_timeout_s is not None:
+            await gateway.shutdown(timeout=shutdown_timeout_s)
 
 
 def check_invariants(workload: Workload, outcome: Outcome) -> None:
@@ -201,7 +217,7 @@ def check_invariants(workload: Workload, outcome: Outcome) -> None:
     for request_id, fut in futures.items():
         arrival, calls = arrivals[request_id], calls_by_request[request_id]
         # The attempt budget holds (per model; a fallback brings a fresh budget).
-        per_model = defaultdict(int)
+        per_model: dict[str, int] = defaultdict(int)
         for call in calls:
             per_model[call.model_id] += 1
         assert all(n <= workload.max_attempts for n in per_model.values())
@@ -229,6 +245,9 @@ def check_invariants(workload: Workload, outcome: Outcome) -> None:
             assert len(calls) == len(arrival.failures) + 1
         elif isinstance(error, RequestCancelledError | RequestTimeoutError):
             pass
+        elif isinstance(error, GatewayClosedError):
+            assert workload.shutdown_timeout_s is not None  # only a timed shutdown aborts
+            assert "aborted: shutdown(timeout=" in str(error)
         elif arrival.failures[len(calls) - 1].status_code == 400:
             # Non-retryable: fails at once with the provider's own error.
             assert type(error) is ProviderError

@@ -458,6 +458,8 @@ class ModelBatcher:
         finally:
             fut._scope = None
             self._backoff.discard(fut)
+            if not self._intake_open:
+                self._wake()  # the batcher may be waiting for the last backoff to end
             self._update_idle()
 
     def _requeue(self, fut: ResponseFuture) -> None:

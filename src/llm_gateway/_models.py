@@ -318,8 +318,10 @@ class LLMResponse:
         usage: Tokens used. ``tokens_used`` is the same object.
         finish_reason: Why generation stopped: ``"stop"``, ``"length"``, ``"tool_calls"``,
             ``"content_filter"`` or another provider value.
-        latency_ms: Time from dispatch to the provider until the response, in milliseconds.
-        queue_wait_ms: Time the request waited in the gateway's queue, in milliseconds.
+        latency_ms: The answering attempt's time, from its dispatch to the response, in ms.
+        queue_wait_ms: Time from submission until the answering attempt was dispatched, in ms
+            (earlier failed attempts and their backoff included): the caller waited
+            ``queue_wait_ms + latency_ms`` in all.
         provider_request_id: The provider's own id for the call, when given.
     """
 
