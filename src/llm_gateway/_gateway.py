@@ -59,6 +59,9 @@ class Gateway(anyio.AsyncContextManagerMixin):
             or ``{id: ModelConfig}``), or the path of a TOML file of the same shape.
         log_dir: Overrides the configuration's ``log_dir`` (``None`` turns logs off).
         models: Model id -> :class:`ModelConfig`, instead of ``config``.
+        record_to: Opt-in recording: write every successful request -> response pair to this
+            cassette file (JSON) when the gateway closes, for ``MockLLMGateway(cassette=...)``
+            to replay. Keys and headers are never written. See ``docs/testing.md``.
 
     Raises:
         ConfigError: The configuration is invalid (the message names the field).
@@ -70,6 +73,7 @@ class Gateway(anyio.AsyncContextManagerMixin):
         log_dir: str | os.PathLike[str] | _Unset | None = _UNSET,
         *,
         models: Mapping[str, ModelConfig] | None = None,
+        record_to: str | os.PathLike[str] | None = None,
     ) -> None:
         if (config is None) == (models is None):
             raise ConfigError("give the gateway either a config or models=, exactly one of them")
@@ -79,6 +83,7 @@ class Gateway(anyio.AsyncContextManagerMixin):
         self.config: GatewayConfig = loaded
         """The gateway's configuration."""
         self._state = _State.NEW
+        self._record_to = None if record_to is None else os.fspath(record_to)
         self._batchers: dict[str, ModelBatcher] = {}
         self._opened_at = self._closed_at = math.nan
         # A request may name a ModelProvider instead of a model id when exactly one model uses it.
@@ -110,13 +115,24 @@ class Gateway(anyio.AsyncContextManagerMixin):
                     )
                     for model_id, model in self.config.models.items()
                 }
+                if self._record_to is not None:
+                    # Imported here: recording is a testing feature ordinary use never loads.
+                    from .testing._cassette import CassetteRecorder
+
+                    recorder = CassetteRecorder(self._record_to)
+                    providers.callback(recorder.write)  # runs when the gateway closes
+                    opened = {
+                        m: recorder.wrap(m, self.config.models[m], p) for m, p in opened.items()
+                    }
                 log = JsonlLog(self.config.log_dir)
                 async with anyio.create_task_group() as tg:
                     await tg.start(log.run)
-                    self._batchers = {
-                        model_id: ModelBatcher(model_id, model, opened[model_id], tg, log)
-                        for model_id, model in self.config.models.items()
-                    }
+                    batchers: dict[str, ModelBatcher] = {}
+                    for model_id, model in self.config.models.items():
+                        batchers[model_id] = ModelBatcher(
+                            model_id, model, opened[model_id], tg, log, batchers
+                        )
+                    self._batchers = batchers
                     for batcher in self._batchers.values():
                         await tg.start(batcher.run)
                     self._opened_at = anyio.current_time()
@@ -296,18 +312,14 @@ class Gateway(anyio.AsyncContextManagerMixin):
 
     def get_stats(self) -> GatewayStats:
         """Figures for monitoring: per model and in total, plus uptime."""
-        batchers = self._batchers
-        models = {model_id: b.snapshot() for model_id, b in batchers.items()}
-        total = total_snapshot(
-            [b.stats for b in batchers.values()],
-            sum(s.queued for s in models.values()),
-            sum(s.in_flight for s in models.values()),
-        )
         if math.isnan(self._opened_at):
-            uptime = 0.0
+            now = uptime = 0.0
         else:  # after closing, the figures stay readable (even outside the event loop)
-            end = anyio.current_time() if math.isnan(self._closed_at) else self._closed_at
-            uptime = end - self._opened_at
+            now = anyio.current_time() if math.isnan(self._closed_at) else self._closed_at
+            uptime = now - self._opened_at
+        batchers = self._batchers
+        models = {model_id: b.snapshot(now) for model_id, b in batchers.items()}
+        total = total_snapshot([b.stats for b in batchers.values()], list(models.values()))
         return GatewayStats(models=models, total=total, uptime_s=uptime)
 
 
