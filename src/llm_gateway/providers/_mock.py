@@ -1,36 +1,98 @@
-"""The deterministic built-in provider: no network, the same request always gets the same answer."""
+"""The deterministic built-in provider: no network, the same request always gets the same answer.
+
+This module also defines the fixtures file format (``"version": 1``) that
+:class:`~llm_gateway.testing.MockLLMGateway` reads and that recorded cassettes are written in:
+one format, one loader, one matcher. ``docs/testing.md`` documents it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import os
 import re
+import tempfile
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 import anyio
 import anyio.lowlevel
 import attrs
 import cattrs
+import cattrs.v
 from cattrs.errors import ClassValidationError
 
-from .._exceptions import ConfigError, ProviderError
-from .._models import LLMRequest, LLMResponse, ToolCall, Usage
+from .._exceptions import ConfigError, GatewayError, ProviderError, status_error_type
+from .._models import ROLES, LLMMessage, LLMRequest, LLMResponse, LLMTool, ToolCall, Usage
 
-__all__ = ["MockError", "MockFixture", "MockFixtures", "MockMatch", "MockProvider", "MockScript"]
+__all__ = [
+    "FORMAT_VERSION",
+    "CassetteMissError",
+    "MockError",
+    "MockFixture",
+    "MockFixtures",
+    "MockMatch",
+    "MockProvider",
+    "MockRecording",
+    "MockScript",
+    "RequestContent",
+    "request_digest",
+]
+
+FORMAT_VERSION: Final = 1
+"""The version of the fixtures (and cassette) file format this library reads and writes."""
+
+OnMissing = Literal["error", "default"]
+
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+class CassetteMissError(GatewayError):
+    """A request matched no fixture or cassette entry, and the mock was told to fail on misses.
+
+    It is not a :class:`ProviderError` on purpose: an agent that retries provider errors must not
+    retry (and so hide) a request its cassette lacks. The message names the request id, the
+    model and the request's hash, never its text.
+
+    Attributes:
+        request_id: The request's id.
+        model: The configured model id the request went to.
+        request_hash: The request's :func:`request_digest`: a fixture whose
+            ``match.request_hash`` is this answers it.
+        source: The fixtures or cassette file, when the fixtures came from one.
+    """
+
+    def __init__(
+        self, *, request_id: str, model: str, request_hash: str, source: str | None = None
+    ) -> None:
+        where = f" in {source!r}" if source is not None else ""
+        super().__init__(
+            f"no fixture or cassette entry{where} matches request {request_id!r} to model "
+            f"{model!r} (request_hash {request_hash}); record it again with "
+            "Gateway(..., record_to=...), add a fixture with this request_hash, or pass "
+            "on_missing='default' for the deterministic default answer"
+        )
+        self.request_id = request_id
+        self.model = model
+        self.request_hash = request_hash
+        self.source = source
 
 
 @attrs.frozen(kw_only=True)
 class MockError:
-    """A failure the mock raises as :class:`ProviderError`.
+    """A failure the mock raises, as the SDK adapters would for that HTTP status.
+
+    A 429 raises :class:`RateLimitError`, 401 and 403 :class:`AuthenticationError`, any other
+    status :class:`ProviderStatusError` (all are :class:`ProviderError`), so an agent's error
+    handling is tested against the classes it meets in production.
 
     Attributes:
         status_code: The HTTP status it pretends the provider answered (e.g. 429, 529).
         message: The error's message.
-        retry_after_s: The ``retry-after`` hint it carries.
+        retry_after_s: The ``retry-after`` hint it carries (also as a ``retry-after`` header).
     """
 
     status_code: int = 500
@@ -38,29 +100,135 @@ class MockError:
     retry_after_s: float | None = None
 
     def to_exception(self) -> ProviderError:
-        return ProviderError(
+        """The exception the mock raises."""
+        headers = {} if self.retry_after_s is None else {"retry-after": f"{self.retry_after_s:g}"}
+        return status_error_type(self.status_code)(
             f"{self.message} (HTTP {self.status_code}, scripted by the mock provider)",
             status_code=self.status_code,
             retry_after_s=self.retry_after_s,
+            headers=headers,
         )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain JSON-like data (mappings -> dicts, sequences -> lists)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class RequestContent:
+    """What determines a request's answer: its model, messages, tools, temperature, max_tokens.
+
+    Not its id, priority, agent, trace or timeout: those change from run to run, or do not
+    change what a model answers. Cassettes store it next to each answer.
+
+    Attributes:
+        model: The request's ``model`` as the caller wrote it (a model id, or a provider name).
+        messages: The conversation.
+        tools: The tools offered.
+        temperature: Sampling temperature.
+        max_tokens: The most tokens to generate, or ``None``.
+    """
+
+    model: str
+    messages: tuple[LLMMessage, ...]
+    tools: tuple[LLMTool, ...] = ()
+    temperature: float = 0.0
+    max_tokens: int | None = None
+
+    @classmethod
+    def of(cls, request: LLMRequest) -> RequestContent:
+        """The content of ``request``."""
+        return cls(
+            model=request.model,
+            messages=request.messages,
+            tools=request.tools,
+            temperature=request.temperature,
+            max_tokens=request.max_tokens,
+        )
+
+    def digest(self) -> str:
+        """The SHA-256 hex digest of the content (what ``match.request_hash`` compares)."""
+        canonical = {
+            "model": self.model,
+            "messages": [
+                {
+                    "role": m.role,
+                    "content": m.content,
+                    "tool_call_id": m.tool_call_id,
+                    "tool_calls": [
+                        {"id": c.id, "name": c.name, "arguments": _plain(c.arguments)}
+                        for c in m.tool_calls
+                    ],
+                }
+                for m in self.messages
+            ],
+            "tools": [[t.name, t.description, _plain(t.input_schema)] for t in self.tools],
+            # 1 and 1.0 are the same temperature, and a cassette reads every temperature back
+            # as a float: hash the float.
+            "temperature": float(self.temperature),
+            "max_tokens": self.max_tokens,
+        }
+        blob = json.dumps(canonical, sort_keys=True, ensure_ascii=False, default=str)
+        # surrogatepass: a lone surrogate in a message must still hash, not crash the mock.
+        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def request_digest(request: LLMRequest) -> str:
+    """A hash of what determines a request's answer (not its id, priority or tracing).
+
+    It hashes the request's model, messages, tools, temperature and max_tokens (see
+    :class:`RequestContent`); a fixture's ``match.request_hash`` is compared with it.
+    """
+    return RequestContent.of(request).digest()
+
+
+def _last_user_message(request: LLMRequest) -> str:
+    for message in reversed(request.messages):
+        if message.role == "user":
+            return message.content
+    return ""
 
 
 @attrs.frozen(kw_only=True)
 class MockMatch:
-    """Which requests a fixture answers; every field given must match.
+    """Which requests a fixture answers; every field given must match (none given: all do).
 
     Attributes:
+        request_hash: The request's :func:`request_digest` (an exact content match; what
+            recorded cassettes use).
         model: The configured model id.
+        last_role: The role of the conversation's last message (e.g. ``"tool"`` for the turn
+            after a tool result, ``"user"`` for a new question).
         last_user_message: The exact text of the last user message.
         last_user_regex: A regular expression searched for in the last user message.
     """
 
+    request_hash: str | None = None
     model: str | None = None
+    last_role: str | None = None
     last_user_message: str | None = None
     last_user_regex: str | None = None
 
-    def matches(self, model_id: str, request: LLMRequest) -> bool:
+    def matches(self, model_id: str, request: LLMRequest, *, digest: str | None = None) -> bool:
+        """Whether this answers ``request`` sent to the model ``model_id``.
+
+        Args:
+            model_id: The configured model id the request went to.
+            request: The request.
+            digest: ``request_digest(request)``, if already computed.
+        """
         if self.model is not None and self.model != model_id:
+            return False
+        if self.last_role is not None and request.messages[-1].role != self.last_role:
+            return False
+        if self.request_hash is not None and self.request_hash != (
+            digest if digest is not None else request_digest(request)
+        ):
             return False
         if self.last_user_message is None and self.last_user_regex is None:
             return True
@@ -71,74 +239,290 @@ class MockMatch:
 
 
 @attrs.frozen(kw_only=True)
+class MockRecording:
+    """Where a recorded cassette entry came from (metadata; replay does not depend on it).
+
+    Attributes:
+        recorded_at: When the answer arrived, ISO 8601 in UTC.
+        latency_ms: How long the provider took to answer, in milliseconds.
+        model: The configured model id.
+        model_name: The provider's name for the model.
+        provider: The model's provider (a :class:`ModelProvider` value).
+        request_id: The recorded request's id (to find it in the gateway's logs).
+    """
+
+    recorded_at: str
+    latency_ms: float
+    model: str
+    model_name: str
+    provider: str
+    request_id: str
+
+
+@attrs.frozen(kw_only=True)
 class MockFixture:
     """A scripted answer: what to match, and what to answer with.
 
     Attributes:
         match: Which requests it answers.
+        request: The full content of the one request it answers; its hash becomes
+            ``match.request_hash`` (cassettes write it; it may be written by hand too).
         content: The response text.
         tool_calls: Tool calls to answer with.
         usage: Token usage to report (estimated from the text when absent).
         finish_reason: The finish reason (``"tool_calls"`` when there are tool calls, else
             ``"stop"``, when absent).
+        provider_request_id: The provider's id for the call (``"mock-<hash>"`` when absent).
         latency_s: Simulated latency (the mock's default when absent).
         error: Fail with this instead of answering.
+        recorded: Metadata of a recorded answer.
     """
 
     match: MockMatch = attrs.field(factory=MockMatch)
+    request: RequestContent | None = None
     content: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     usage: Usage | None = None
     finish_reason: str | None = None
+    provider_request_id: str | None = None
     latency_s: float | None = None
     error: MockError | None = None
+    recorded: MockRecording | None = None
+
+    @classmethod
+    def from_response(
+        cls,
+        response: LLMResponse,
+        *,
+        match: MockMatch | None = None,
+        request: RequestContent | None = None,
+        recorded: MockRecording | None = None,
+    ) -> MockFixture:
+        """A fixture answering with ``response``'s content, tool calls, usage and finish reason.
+
+        Args:
+            response: The answer to script.
+            match: Which requests it answers (all, when absent).
+            request: The exact request it answers (sets ``match.request_hash``).
+            recorded: Recording metadata.
+        """
+        match = match or MockMatch()
+        if request is not None:
+            match = attrs.evolve(match, request_hash=request.digest())
+        return cls(
+            match=match,
+            request=request,
+            content=response.content,
+            tool_calls=response.tool_calls,
+            usage=response.usage,
+            finish_reason=response.finish_reason,
+            provider_request_id=response.provider_request_id,
+            recorded=recorded,
+        )
 
 
+def _structure_tool(data: Any, _: type[Any]) -> LLMTool:
+    # LLMTool has a hand-written __init__ (it also takes `parameters=`), so cattrs cannot
+    # generate its hook; this one keeps the same field names and the same strictness.
+    if not isinstance(data, Mapping):
+        raise TypeError(f"a tool is a JSON object, got {type(data).__name__}")
+    extra = set(data) - {"name", "description", "input_schema"}
+    if extra:
+        raise ValueError(f"extra fields found ({', '.join(sorted(extra))})")
+    return LLMTool(data["name"], data.get("description", ""), data.get("input_schema"))
+
+
+# Reading rejects unknown keys (a typo must not silently match everything); writing omits
+# defaults so files stay short and readable.
 _fixtures_converter = cattrs.Converter(forbid_extra_keys=True)
+_fixtures_converter.register_structure_hook(LLMTool, _structure_tool)
+_writer = cattrs.Converter(omit_if_default=True)
+
+
+def _describe(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, GatewayError | ValueError) and not isinstance(exc, KeyError):
+        return str(exc)
+    return cattrs.v.format_exception(exc, type_)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_fixture(fixture: MockFixture, where: str) -> MockFixture:
+    """Check what cattrs cannot; fill ``match.request_hash`` from ``request``."""
+
+    def fail(field: str, value: object, fix: str) -> ConfigError:
+        return ConfigError(f"{where}.{field} is {value!r}; {fix}")
+
+    match = fixture.match
+    if match.request_hash is not None and not _HASH.fullmatch(match.request_hash):
+        raise fail(
+            "match.request_hash",
+            match.request_hash,
+            "use the 64 lower-case hex digits of request_digest(request)",
+        )
+    if match.last_user_regex is not None:
+        try:
+            re.compile(match.last_user_regex)
+        except re.error as exc:
+            raise fail(
+                "match.last_user_regex", match.last_user_regex, f"not a regex: {exc}"
+            ) from None
+    if match.last_role is not None and match.last_role not in ROLES:
+        raise fail("match.last_role", match.last_role, f"use one of {', '.join(sorted(ROLES))}")
+    if fixture.latency_s is not None and not (
+        _is_number(fixture.latency_s) and fixture.latency_s >= 0
+    ):
+        raise fail("latency_s", fixture.latency_s, "use a number of seconds >= 0")
+    if fixture.usage is not None:
+        for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+            value = getattr(fixture.usage, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise fail(f"usage.{name}", value, "use an int >= 0")
+    if fixture.error is not None:
+        error = fixture.error
+        if isinstance(error.status_code, bool) or error.status_code not in range(100, 600):
+            raise fail("error.status_code", error.status_code, "use an HTTP status, 100 to 599")
+        if error.retry_after_s is not None and not (
+            _is_number(error.retry_after_s) and error.retry_after_s >= 0
+        ):
+            raise fail("error.retry_after_s", error.retry_after_s, "use seconds >= 0, or null")
+    if fixture.request is not None:
+        content = fixture.request
+        if not content.messages:
+            raise fail("request.messages", [], "give at least one message")
+        if not (_is_number(content.temperature) and 0 <= content.temperature <= 2):
+            raise fail("request.temperature", content.temperature, "use a number from 0 to 2")
+        digest = content.digest()
+        if match.request_hash is None:
+            return attrs.evolve(fixture, match=attrs.evolve(match, request_hash=digest))
+        if match.request_hash != digest:
+            raise fail(
+                "match.request_hash",
+                match.request_hash,
+                f"it differs from the hash of this entry's request ({digest}); an edited "
+                "request needs its hash removed (it is then computed) or updated",
+            )
+    return fixture
+
+
+def _checked_fixtures(value: Iterable[MockFixture]) -> tuple[MockFixture, ...]:
+    return tuple(_check_fixture(f, f"fixtures[{i}]") for i, f in enumerate(value))
 
 
 @attrs.frozen(kw_only=True)
 class MockFixtures:
     """An ordered list of fixtures; the first that matches a request answers it.
 
-    The JSON form is ``{"fixtures": [{"match": {...}, "content": "...", ...}, ...]}`` (see
-    ``docs/testing.md``). Requests no fixture matches get the deterministic default answer.
+    The JSON form is ``{"version": 1, "fixtures": [{"match": {...}, "content": "...", ...}]}``
+    (see ``docs/testing.md``); a recorded cassette is a file of the same form whose entries
+    match by ``request_hash``. Requests no fixture matches get the deterministic default answer,
+    or fail with :class:`CassetteMissError` when the mock is told to.
+
+    Attributes:
+        version: The file format's version; only ``1`` exists.
+        fixtures: The fixtures, in matching order.
     """
 
-    fixtures: tuple[MockFixture, ...] = ()
+    version: int = FORMAT_VERSION
+    fixtures: tuple[MockFixture, ...] = attrs.field(default=(), converter=_checked_fixtures)
+
+    def __add__(self, other: MockFixtures) -> MockFixtures:
+        """The fixtures of ``self``, then those of ``other`` (``self``'s win a tie)."""
+        return MockFixtures(fixtures=self.fixtures + other.fixtures)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MockFixtures:
+    def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> MockFixtures:
+        """Build fixtures from their JSON form.
+
+        Args:
+            data: The decoded JSON.
+            source: Where ``data`` came from, for error messages.
+
+        Raises:
+            ConfigError: The data is not a valid fixtures document; the message names the field.
+        """
+        what = "mock fixtures" if source is None else f"mock fixtures in {source!r}"
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"invalid {what}: expected a JSON object {{'version': 1, 'fixtures': [...]}}, "
+                f"got {type(data).__name__}"
+            )
+        version = data.get("version", FORMAT_VERSION)
+        if version != FORMAT_VERSION or isinstance(version, bool):
+            raise ConfigError(
+                f"invalid {what}: version is {version!r}; this llm_gateway reads version "
+                f"{FORMAT_VERSION} files"
+            )
         try:
             fixtures: MockFixtures = _fixtures_converter.structure(data, cls)
         except ClassValidationError as exc:
-            problems = "; ".join(cattrs.transform_error(exc))
-            raise ConfigError(f"invalid mock fixtures: {problems}") from None
-        for fixture in fixtures.fixtures:
-            if fixture.match.last_user_regex is not None:
-                try:
-                    re.compile(fixture.match.last_user_regex)
-                except re.error as exc:
-                    raise ConfigError(
-                        f"invalid mock fixtures: last_user_regex "
-                        f"{fixture.match.last_user_regex!r} is not a valid regex: {exc}"
-                    ) from None
+            problems = "; ".join(cattrs.transform_error(exc, format_exception=_describe))
+            raise ConfigError(f"invalid {what}: {problems}") from None
+        except ConfigError as exc:  # from _checked_fixtures, which names the field
+            raise ConfigError(f"invalid {what}: {exc}") from None
         return fixtures
 
     @classmethod
-    def load(cls, path: str | Path) -> MockFixtures:
-        """Read a fixtures JSON file."""
+    def load(cls, path: str | os.PathLike[str]) -> MockFixtures:
+        """Read a fixtures (or cassette) JSON file.
+
+        Raises:
+            ConfigError: The file cannot be read or is invalid; the message names the field.
+        """
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read mock fixtures from {str(path)!r}: {exc}") from None
-        return cls.from_dict(data)
+            raise ConfigError(
+                f"cannot read mock fixtures from {os.fspath(path)!r}: {exc}"
+            ) from None
+        return cls.from_dict(data, source=os.fspath(path))
 
-    def find(self, model_id: str, request: LLMRequest) -> MockFixture | None:
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (fields at their defaults are left out)."""
+        return {
+            "version": self.version,
+            "fixtures": [_writer.unstructure(f, MockFixture) for f in self.fixtures],
+        }
+
+    def dump(self, path: str | os.PathLike[str]) -> None:
+        """Write the JSON form to ``path`` (atomically: a reader never sees half a file)."""
+        path = Path(path)
+        data = self.to_dict()
+        try:
+            text = json.dumps(data, indent=2, ensure_ascii=False)
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: escape everything instead
+            text = json.dumps(data, indent=2)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def find(
+        self, model_id: str, request: LLMRequest, *, digest: str | None = None
+    ) -> MockFixture | None:
+        """The first fixture that answers ``request`` sent to ``model_id``, or ``None``."""
+        if digest is None and any(f.match.request_hash is not None for f in self.fixtures):
+            digest = request_digest(request)
         for fixture in self.fixtures:
-            if fixture.match.matches(model_id, request):
+            if fixture.match.matches(model_id, request, digest=digest):
                 return fixture
         return None
+
+    def recorded_models(self) -> dict[str, tuple[str, str]]:
+        """Model id -> (provider, model name), for every model a recorded entry names."""
+        return {
+            f.recorded.model: (f.recorded.provider, f.recorded.model_name)
+            for f in self.fixtures
+            if f.recorded is not None
+        }
 
 
 @attrs.define
@@ -148,14 +532,23 @@ class MockScript:
     Attributes:
         fixtures: Scripted answers.
         latency_s: Default simulated latency of every call.
+        on_missing: What a request no fixture matches gets: ``"default"``, the deterministic
+            default answer; ``"error"``, a :class:`CassetteMissError`.
+        source: The file the fixtures came from, for error messages.
         received: Every request that reached a mock provider, in arrival order (requests
             cancelled before dispatch never get here).
+        misses: Every :class:`CassetteMissError` raised, in order (also when the code under
+            test caught it).
     """
 
     fixtures: MockFixtures = attrs.field(factory=MockFixtures)
     latency_s: float = 0.0
+    on_missing: OnMissing = "default"
+    source: str | None = None
     received: list[LLMRequest] = attrs.field(factory=list)
+    misses: list[CassetteMissError] = attrs.field(factory=list)
     _failures: deque[tuple[str | None, MockError]] = attrs.field(factory=deque, alias="_failures")
+    _answers: deque[tuple[str | None, MockFixture]] = attrs.field(factory=deque, alias="_answers")
 
     def fail_next(
         self, count: int = 1, *, error: MockError | None = None, model: str | None = None
@@ -164,19 +557,41 @@ class MockScript:
         for _ in range(count):
             self._failures.append((model, error or MockError()))
 
-    def _take_failure(self, model_id: str) -> MockError | None:
-        for i, (model, error) in enumerate(self._failures):
+    def answer_next(
+        self, *answers: MockFixture | LLMResponse | str, model: str | None = None
+    ) -> None:
+        """Answer the next calls (to ``model``, or to any model) with ``answers``, in order.
+
+        A queued answer comes before any fixture, whatever the request; its ``match`` is
+        ignored. It is how a test scripts a whole conversation turn by turn.
+
+        Args:
+            answers: Each a :class:`MockFixture`, an :class:`LLMResponse` (its content, tool
+                calls, usage and finish reason), or a plain text answer.
+            model: Only calls to this configured model id take them.
+        """
+        for answer in answers:
+            if isinstance(answer, str):
+                answer = MockFixture(content=answer)
+            elif isinstance(answer, LLMResponse):
+                answer = MockFixture.from_response(answer)
+            self._answers.append((model, answer))
+
+    @staticmethod
+    def _take(queue: deque[tuple[str | None, Any]], model_id: str) -> Any:
+        for i, (model, item) in enumerate(queue):
             if model is None or model == model_id:
-                del self._failures[i]
-                return error
+                del queue[i]
+                return item
         return None
 
+    def _take_failure(self, model_id: str) -> MockError | None:
+        failure: MockError | None = self._take(self._failures, model_id)
+        return failure
 
-def _last_user_message(request: LLMRequest) -> str:
-    for message in reversed(request.messages):
-        if message.role == "user":
-            return message.content
-    return ""
+    def _take_answer(self, model_id: str) -> MockFixture | None:
+        answer: MockFixture | None = self._take(self._answers, model_id)
+        return answer
 
 
 def estimate_tokens(text: str) -> int:
@@ -184,24 +599,19 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4)
 
 
-def request_digest(request: LLMRequest) -> str:
-    """A hash of what determines a request's answer (not its id, priority or tracing)."""
-    canonical = {
-        "model": request.model,
-        "messages": [attrs.asdict(m) for m in request.messages],
-        "tools": [[t.name, t.description, t.input_schema] for t in request.tools],
-        "temperature": request.temperature,
-        "max_tokens": request.max_tokens,
-    }
-    blob = json.dumps(canonical, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+def default_answer(digest: str, model_name: str) -> str:
+    """The text the mock answers a request no fixture matches."""
+    return f"Mock answer {digest[:12]} from {model_name}."
 
 
 class MockProvider:
     """A provider that answers from fixtures or a deterministic default, without a network.
 
-    The default answer is ``"Mock answer <digest> from <model_name>."``, where the digest
-    hashes the request's model, messages, tools, temperature and max_tokens.
+    An answer is chosen in this order: a queued answer (:meth:`MockScript.answer_next`), the
+    first matching fixture, then the default, ``"Mock answer <digest> from <model_name>."``,
+    where the digest hashes the request's model, messages, tools, temperature and max_tokens
+    (or a :class:`CassetteMissError` when ``on_missing`` is ``"error"``). A failure queued with
+    :meth:`MockScript.fail_next` replaces whatever was chosen.
     """
 
     def __init__(self, model_id: str, model_name: str, script: MockScript) -> None:
@@ -210,9 +620,23 @@ class MockProvider:
         self.script = script
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
+        """Answer ``request`` as described in the class docstring."""
         script = self.script
         script.received.append(request)
-        fixture = script.fixtures.find(self.model_id, request)
+        digest = request_digest(request)
+        fixture = script._take_answer(self.model_id)
+        if fixture is None:
+            fixture = script.fixtures.find(self.model_id, request, digest=digest)
+        if fixture is None and script.on_missing == "error":
+            await anyio.lowlevel.checkpoint()
+            miss = CassetteMissError(
+                request_id=request.request_id,
+                model=self.model_id,
+                request_hash=digest,
+                source=script.source,
+            )
+            script.misses.append(miss)
+            raise miss
         latency = script.latency_s
         if fixture is not None and fixture.latency_s is not None:
             latency = fixture.latency_s
@@ -225,15 +649,16 @@ class MockProvider:
             error = fixture.error
         if error is not None:
             raise error.to_exception()
-        digest = request_digest(request)
+        provider_request_id = f"mock-{digest[:16]}"
         if fixture is None:
-            content = f"Mock answer {digest[:12]} from {self.model_name}."
+            content = default_answer(digest, self.model_name)
             tool_calls: tuple[ToolCall, ...] = ()
             usage = None
             finish_reason = None
         else:
             content, tool_calls = fixture.content, fixture.tool_calls
             usage, finish_reason = fixture.usage, fixture.finish_reason
+            provider_request_id = fixture.provider_request_id or provider_request_id
         if usage is None:
             prompt = sum(estimate_tokens(m.content) + 4 for m in request.messages)
             usage = Usage(input_tokens=prompt, output_tokens=estimate_tokens(content))
@@ -244,5 +669,18 @@ class MockProvider:
             tool_calls=tool_calls,
             usage=usage,
             finish_reason=finish_reason or ("tool_calls" if tool_calls else "stop"),
-            provider_request_id=f"mock-{digest[:16]}",
+            provider_request_id=provider_request_id,
         )
+
+
+def as_fixtures(
+    value: MockFixtures | Mapping[str, Any] | str | os.PathLike[str] | Iterable[MockFixture],
+) -> MockFixtures:
+    """Fixtures from a :class:`MockFixtures`, their dict form, a file path, or fixture objects."""
+    if isinstance(value, MockFixtures):
+        return value
+    if isinstance(value, str | os.PathLike):
+        return MockFixtures.load(value)
+    if isinstance(value, Mapping):
+        return MockFixtures.from_dict(value)
+    return MockFixtures(fixtures=value)

@@ -1,10 +1,14 @@
 """Helpers for testing code that uses the gateway (like ``trio.testing``)."""
 
+from ..providers._mock import CassetteMissError as CassetteMissError
 from ..providers._mock import MockError as MockError
 from ..providers._mock import MockFixture as MockFixture
 from ..providers._mock import MockFixtures as MockFixtures
 from ..providers._mock import MockMatch as MockMatch
+from ..providers._mock import MockRecording as MockRecording
 from ..providers._mock import MockScript as MockScript
+from ..providers._mock import RequestContent as RequestContent
+from ..providers._mock import request_digest as request_digest
 from ._fake_server import FakeLLMServer as FakeLLMServer
 from ._fake_server import FakeReply as FakeReply
 from ._fake_server import ReceivedRequest as ReceivedRequest
@@ -13,6 +17,7 @@ from ._fake_server import open_fake_llm_server as open_fake_llm_server
 from ._mock_gateway import MockLLMGateway as MockLLMGateway
 
 __all__ = [
+    "CassetteMissError",
     "FakeLLMServer",
     "FakeReply",
     "MockError",
@@ -20,8 +25,11 @@ __all__ = [
     "MockFixtures",
     "MockLLMGateway",
     "MockMatch",
+    "MockRecording",
     "MockScript",
     "ReceivedRequest",
+    "RequestContent",
     "fake_answer",
     "open_fake_llm_server",
+    "request_digest",
 ]
