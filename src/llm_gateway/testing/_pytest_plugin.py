@@ -1,0 +1,127 @@
+"""The pytest plugin (entry point ``pytest11``): a ``mock_gateway`` fixture for agent tests.
+
+``mock_gateway`` is an async generator fixture. pytest-trio runs async fixtures of
+``@pytest.mark.trio`` tests inside the test's ``trio.run``; anyio's plugin runs those of
+``@pytest.mark.anyio`` tests on the test's backend. Both leave a fixture alone when the test is
+not theirs, so one plain async fixture serves both styles; the gateway is opened and closed in
+the same task, as its task group requires.
+
+Configuration, weakest first: the ``mock_gateway_options`` fixture (override it in a conftest,
+module or class), then ``@pytest.mark.llm_gateway(...)`` markers from the outermost (module)
+to the closest (function). ``pytest --llm-gateway-record`` makes ``mock_gateway`` a real
+:class:`~llm_gateway.Gateway` that records to the test's ``cassette``. See ``docs/testing.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .._exceptions import ConfigError
+from .._gateway import Gateway
+from ._mock_gateway import MockLLMGateway
+
+MARKER = "llm_gateway"
+RECORD_OPTION = "--llm-gateway-record"
+OPTIONS = frozenset(
+    {"config", "models", "fixtures", "cassette", "on_missing", "latency_s", "log_dir"}
+)
+_PATH_OPTIONS = ("config", "fixtures", "cassette")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("llm_gateway", "llm_gateway testing toolkit")
+    group.addoption(
+        RECORD_OPTION,
+        action="store_true",
+        default=False,
+        help=(
+            "make the mock_gateway fixture a real Gateway (the test's config= or models=) that "
+            "records every answer to the test's cassette= (real providers: keys needed)"
+        ),
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(config=None, models=None, fixtures=None, cassette=None, on_missing=None, "
+        "latency_s=0.0): configure the mock_gateway fixture (MockLLMGateway arguments; "
+        "relative paths are relative to the test file)",
+    )
+
+
+@pytest.fixture
+def mock_gateway_options() -> dict[str, Any]:
+    """Keyword arguments of ``mock_gateway``'s :class:`MockLLMGateway` (none by default).
+
+    Override it (in a conftest, a module or a class) to configure many tests at once;
+    ``@pytest.mark.llm_gateway(...)`` arguments override its entries.
+    """
+    return {}
+
+
+def _options(request: pytest.FixtureRequest, base: Mapping[str, Any]) -> dict[str, Any]:
+    options = dict(base)
+    here = request.path.parent
+    # iter_markers yields the closest first: apply them outermost first, so the closest wins.
+    for marker in reversed(list(request.node.iter_markers(MARKER))):
+        if marker.args:
+            raise ConfigError(
+                f"@pytest.mark.{MARKER} takes keyword arguments only, got {marker.args!r}"
+            )
+        given = dict(marker.kwargs)
+        for name in _PATH_OPTIONS:
+            value = given.get(name)
+            if isinstance(value, str | os.PathLike) and not Path(value).is_absolute():
+                given[name] = here / value
+        options.update(given)
+    unknown = set(options) - OPTIONS
+    if unknown:
+        raise ConfigError(
+            f"mock_gateway options {sorted(unknown)} are unknown; use {sorted(OPTIONS)}"
+        )
+    return options
+
+
+def _recording_gateway(options: Mapping[str, Any]) -> Gateway:
+    cassette = options.get("cassette")
+    if cassette is None:
+        raise ConfigError(f"{RECORD_OPTION}: this test gives no cassette= to record to")
+    if options.get("config") is None and options.get("models") is None:
+        raise ConfigError(
+            f"{RECORD_OPTION}: this test gives no config= or models= naming real models to record"
+        )
+    return Gateway(
+        options.get("config"),
+        options.get("log_dir"),
+        models=options.get("models"),
+        record_to=cassette,
+    )
+
+
+@pytest.fixture
+async def mock_gateway(
+    request: pytest.FixtureRequest, mock_gateway_options: dict[str, Any]
+) -> AsyncGenerator[MockLLMGateway]:
+    """An open :class:`MockLLMGateway`, closed (gracefully) after the test.
+
+    Works in ``@pytest.mark.trio`` tests (pytest-trio) and ``@pytest.mark.anyio`` tests (both
+    backends). Configure it with ``@pytest.mark.llm_gateway(fixtures=..., cassette=...,
+    models=..., config=..., on_missing=..., latency_s=...)`` or by overriding
+    ``mock_gateway_options``. With ``pytest --llm-gateway-record`` it is a real
+    :class:`Gateway` recording to the test's cassette instead.
+    """
+    options = _options(request, mock_gateway_options)
+    if request.config.getoption(RECORD_OPTION):
+        async with _recording_gateway(options) as recording:
+            # While recording, tests get the real gateway; MockLLMGateway's extras
+            # (received, answer_next, fail_next) do not exist on it.
+            yield recording  # type: ignore[misc]
+        return
+    async with MockLLMGateway(**options) as gateway:
+        yield gateway
