@@ -213,12 +213,13 @@ def test_a_cassette_miss_fails_the_test_naming_the_request(project: pytest.Pytes
     result.stdout.fnmatch_lines(["*CassetteMissError: no fixture or cassette entry*'r-1'*"])
 
 
-def test_bad_configuration_and_recording_without_a_cassette_are_clear_errors(
+def test_bad_configuration_and_recording_without_real_models_are_clear_errors(
     project: pytest.Pytester,
 ) -> None:
     project.makepyfile(
         """
         import pytest
+        from llm_gateway.testing import MockLLMGateway
 
         @pytest.mark.anyio
         @pytest.mark.llm_gateway(fixturs="typo.json")
@@ -226,17 +227,22 @@ def test_bad_configuration_and_recording_without_a_cassette_are_clear_errors(
             pass
 
         @pytest.mark.trio
-        async def test_no_cassette(mock_gateway):
+        @pytest.mark.llm_gateway(cassette="c.json")
+        async def test_no_models(mock_gateway):
             pass
+
+        @pytest.mark.trio
+        async def test_without_a_cassette_stays_on_the_mock(mock_gateway):
+            assert isinstance(mock_gateway, MockLLMGateway)
         """
     )
     result = project.runpytest("--llm-gateway-record")
     # pytest-trio reports a failed fixture of a trio test as the test's failure.
-    result.assert_outcomes(errors=2, failed=1)
+    result.assert_outcomes(errors=2, failed=1, passed=1)
     result.stdout.re_match_lines(
         [
             r".*ConfigError: mock_gateway options \['fixturs'\] are unknown",
-            r".*ConfigError: --llm-gateway-record: this test gives no cassette= to record to",
+            r".*ConfigError: --llm-gateway-record: this test gives no config= or models=",
         ]
     )
 

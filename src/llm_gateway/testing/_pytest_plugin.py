@@ -8,8 +8,9 @@ the same task, as its task group requires.
 
 Configuration, weakest first: the ``mock_gateway_options`` fixture (override it in a conftest,
 module or class), then ``@pytest.mark.llm_gateway(...)`` markers from the outermost (module)
-to the closest (function). ``pytest --llm-gateway-record`` makes ``mock_gateway`` a real
-:class:`~llm_gateway.Gateway` that records to the test's ``cassette``. See ``docs/testing.md``.
+to the closest (function). ``pytest --llm-gateway-record`` makes ``mock_gateway`` of tests
+that have a ``cassette`` a real :class:`~llm_gateway.Gateway` recording to it. See
+``docs/testing.md``.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help=(
-            "make the mock_gateway fixture a real Gateway (the test's config= or models=) that "
-            "records every answer to the test's cassette= (real providers: keys needed)"
+            "in tests with a cassette=, make the mock_gateway fixture a real Gateway (the test's "
+            "config= or models=) that records every answer to it (real providers: keys needed)"
         ),
     )
 
@@ -89,9 +90,7 @@ def _options(request: pytest.FixtureRequest, base: Mapping[str, Any]) -> dict[st
 
 
 def _recording_gateway(options: Mapping[str, Any]) -> Gateway:
-    cassette = options.get("cassette")
-    if cassette is None:
-        raise ConfigError(f"{RECORD_OPTION}: this test gives no cassette= to record to")
+    cassette = options["cassette"]
     if options.get("config") is None and options.get("models") is None:
         raise ConfigError(
             f"{RECORD_OPTION}: this test gives no config= or models= naming real models to record"
@@ -113,11 +112,12 @@ async def mock_gateway(
     Works in ``@pytest.mark.trio`` tests (pytest-trio) and ``@pytest.mark.anyio`` tests (both
     backends). Configure it with ``@pytest.mark.llm_gateway(fixtures=..., cassette=...,
     models=..., config=..., on_missing=..., latency_s=...)`` or by overriding
-    ``mock_gateway_options``. With ``pytest --llm-gateway-record`` it is a real
-    :class:`Gateway` recording to the test's cassette instead.
+    ``mock_gateway_options``. With ``pytest --llm-gateway-record``, in a test with a
+    ``cassette``, it is a real :class:`Gateway` recording to that cassette instead.
     """
     options = _options(request, mock_gateway_options)
-    if request.config.getoption(RECORD_OPTION):
+    # Only tests that replay a cassette record; the others keep their scripted mock.
+    if request.config.getoption(RECORD_OPTION) and options.get("cassette") is not None:
         async with _recording_gateway(options) as recording:
             # While recording, tests get the real gateway; MockLLMGateway's extras
             # (received, answer_next, fail_next) do not exist on it.
