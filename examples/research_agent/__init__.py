@@ -1,0 +1,1 @@
+"""An example agent that researches questions through the gateway, with its tests."""
