@@ -12,6 +12,7 @@ import attrs
 
 from llm_gateway import (
     Gateway,
+    GatewayConfig,
     LLMMessage,
     LLMRequest,
     LLMResponse,
@@ -21,6 +22,7 @@ from llm_gateway import (
 )
 from llm_gateway._batcher import ModelBatcher
 from llm_gateway._future import QUEUED, ResponseFuture
+from llm_gateway._ratelimit import LimitGroup
 from llm_gateway.providers import Provider
 
 
@@ -41,6 +43,8 @@ class RecordingProvider:
     latency: Callable[[LLMRequest], float]
     fail: Callable[[LLMRequest], BaseException | None]
     calls: list[Call]
+    usage: Callable[[LLMRequest], Usage] = lambda r: Usage(input_tokens=3, output_tokens=5)
+    headers: Callable[[LLMRequest], Mapping[str, str]] = lambda r: {}
     in_flight: int = 0
     peak: int = 0
 
@@ -64,7 +68,8 @@ class RecordingProvider:
             request_id=request.request_id,
             content=f"answer to {request.request_id}",
             model=self.model_id,
-            usage=Usage(input_tokens=3, output_tokens=5),
+            usage=self.usage(request),
+            rate_limit_headers=self.headers(request),
         )
 
 
@@ -92,18 +97,26 @@ class RecordingGateway(Gateway):
         latency: Callable[[LLMRequest], float] = lambda r: 1.0,
         fail: Callable[[LLMRequest], BaseException | None] = lambda r: None,
         log_dir: str | None = None,
+        limit_groups: Mapping[str, LimitGroup] | None = None,
+        usage: Callable[[LLMRequest], Usage] = lambda r: Usage(input_tokens=3, output_tokens=5),
+        headers: Callable[[LLMRequest], Mapping[str, str]] = lambda r: {},
     ) -> None:
-        super().__init__(models=models, log_dir=log_dir)
+        super().__init__(
+            GatewayConfig(models=models, log_dir=log_dir, limit_groups=limit_groups or {})
+        )
         self.calls: list[Call] = []
         self.providers: dict[str, RecordingProvider] = {}
         self.batches: list[BatchRecord] = []
         self.closing_started = math.inf  # when a test started shutting the gateway down
         self._latency, self._fail = latency, fail
+        self._usage, self._headers = usage, headers
 
     def _open_provider(
         self, model_id: str, config: ModelConfig
     ) -> AbstractAsyncContextManager[Provider]:
-        provider = RecordingProvider(model_id, self._latency, self._fail, self.calls)
+        provider = RecordingProvider(
+            model_id, self._latency, self._fail, self.calls, self._usage, self._headers
+        )
         self.providers[model_id] = provider
         return _yielding(provider)
 

@@ -31,12 +31,14 @@ from ._exceptions import (
     QueueFullError,
     RequestCancelledError,
     RequestTimeoutError,
+    RequestValidationError,
     RetriesExhaustedError,
 )
 from ._future import BACKOFF, DONE, QUEUED, RUNNING, ResponseFuture
 from ._logs import BATCHES, ERRORS, JsonlLog, utc_timestamp
 from ._models import LLMRequest, LLMResponse, RequestPriority
 from ._queue import PriorityQueue
+from ._ratelimit import Admission, RateLimiter, estimate_tokens, token_counter
 from ._retry import Decision, decide, describe_attempts, is_retryable, jitter
 from ._stats import ModelStats, StatsRecorder
 from .providers._base import Provider
@@ -69,6 +71,7 @@ class ModelBatcher:
         task_group: anyio.abc.TaskGroup,
         log: JsonlLog,
         peers: Mapping[str, ModelBatcher],
+        limiters: tuple[RateLimiter, ...] = (),
     ) -> None:
         self.model_id = model_id
         self.config = config
@@ -90,6 +93,10 @@ class ModelBatcher:
         self._cooldown_until = -math.inf
         self._cooldown_scanned = -math.inf
         self._consecutive_failures = 0
+        self._limiters = limiters  # this model's own budget, then its group's
+        self._count_tokens = token_counter(config.rate_limit.tokenizer, config.model_name)
+        for limiter in limiters:
+            limiter.listeners.append(self._wake)
         self.closing = False
         self.queued = 0
         self.stats = StatsRecorder()
@@ -110,6 +117,23 @@ class ModelBatcher:
         timeout = request.timeout_s if request.timeout_s is not None else self.config.timeout_s
         return math.inf if timeout is None else now + timeout
 
+    def _estimate(self, request: LLMRequest) -> int:
+        """The tokens each attempt is booked for; refuses what could never fit the budget."""
+        if not self._limiters:
+            return 0
+        policy = self.config.rate_limit
+        estimate = estimate_tokens(request, self._count_tokens, policy.default_output_tokens)
+        for limiter in self._limiters:
+            _, tpm = limiter.limits(request.priority, policy.high_reserve)
+            if estimate > tpm:
+                raise RequestValidationError(
+                    f"request {request.request_id!r} is estimated at {estimate} tokens, more "
+                    f"than {limiter.name}'s max_tokens_per_minute allows a "
+                    f"{request.priority.name} request ({tpm:g}): it could never be sent; "
+                    "lower LLMRequest.max_tokens or shorten the messages"
+                )
+        return estimate
+
     def _admit(self, request: LLMRequest, now: float, deadline: float) -> ResponseFuture:
         fut = ResponseFuture(request, self, now, deadline)
         fut.fallbacks_left = self.config.fallbacks
@@ -119,6 +143,7 @@ class ModelBatcher:
 
     async def submit(self, request: LLMRequest) -> ResponseFuture:
         self._check_open()
+        estimate = self._estimate(request)
         now = anyio.current_time()
         deadline = self._deadline(request, now)
         with anyio.CancelScope(deadline=deadline) as scope:
@@ -131,10 +156,13 @@ class ModelBatcher:
         if self.closing:  # shutdown began while we waited for the slot
             self._slots.release()
             self._check_open()
-        return self._admit(request, anyio.current_time(), deadline)
+        fut = self._admit(request, anyio.current_time(), deadline)
+        fut.estimate = estimate
+        return fut
 
     def submit_nowait(self, request: LLMRequest) -> ResponseFuture:
         self._check_open()
+        estimate = self._estimate(request)
         try:
             self._slots.acquire_nowait()
         except anyio.WouldBlock:
@@ -143,7 +171,9 @@ class ModelBatcher:
                 "(its queue_capacity); await submit() to wait for room, or raise queue_capacity"
             ) from None
         now = anyio.current_time()
-        return self._admit(request, now, self._deadline(request, now))
+        fut = self._admit(request, now, self._deadline(request, now))
+        fut.estimate = estimate
+        return fut
 
     # -- resolution (the one place a future gets its outcome) ------------------------------
 
@@ -313,10 +343,45 @@ class ModelBatcher:
                     self._capacity_freed = None
                 continue
             if closing or queue.live >= batch_size or queue.next_due() <= now:
-                self._dispatch(queue.take(min(batch_size, free)), now)
+                n = min(batch_size, free)
+                taken = self._take_within_budget(n, now) if self._limiters else queue.take(n)
+                if not taken:  # the best waiting request does not fit the budget yet
+                    await self._throttle(now)
+                    continue
+                self._dispatch(taken, now)
                 await anyio.lowlevel.checkpoint()  # let the batch start; never hog the loop
                 continue
             await self._wait(min(queue.next_due(), queue.next_promotion()))
+
+    def _take_within_budget(self, n: int, now: float) -> list[ResponseFuture]:
+        """Take up to ``n`` in priority order while each fits every budget (head of line)."""
+        queue, limiters = self._queue, self._limiters
+        reserve = self.config.rate_limit.high_reserve
+        taken: list[ResponseFuture] = []
+        while len(taken) < n and (head := queue.peek()) is not None:
+            priority = head.request.priority
+            if any(lim.ready_at(head.estimate, priority, reserve, now) > now for lim in limiters):
+                break
+            head.admission = admission = Admission(now, head.estimate, limiters)
+            for limiter in limiters:
+                limiter.admit(admission)
+            taken.extend(queue.take(1))
+        return taken
+
+    async def _throttle(self, now: float) -> None:
+        """Wait until the head of the queue fits the budget (or something changes)."""
+        head = self._queue.peek()
+        assert head is not None
+        reserve = self.config.rate_limit.high_reserve
+        ready = max(
+            lim.ready_at(head.estimate, head.request.priority, reserve, now)
+            for lim in self._limiters
+        )
+        await self._wait(ready)
+        waited = anyio.current_time() - now
+        self.stats.throttled_s += waited
+        for limiter in self._limiters:
+            limiter.throttled_s += waited
 
     def _dispatch(self, futures: list[ResponseFuture], now: float) -> None:
         batch = _Batch(futures, now)
@@ -352,6 +417,8 @@ class ModelBatcher:
                     fut._scope = None
                     self._consecutive_failures = 0
                     done_at = anyio.current_time()
+                    if self._limiters:
+                        self._settle_books(fut, response.rate_limit_headers, done_at, response)
                     self.resolve(
                         fut,
                         value=attrs.evolve(
@@ -393,7 +460,17 @@ class ModelBatcher:
         now = anyio.current_time()
         fut.failures.append(error)
         config = self.config
-        if is_retryable(error, config.retry):
+        if isinstance(error, ProviderError):
+            if error.status_code == 429:
+                self.stats.rate_limited += 1
+                for limiter in self._limiters:
+                    limiter.rate_limited += 1
+            if self._limiters:
+                self._settle_books(fut, error.headers, now, None)
+        guided = isinstance(error, ProviderError) and error.retry_after_s is not None
+        if is_retryable(error, config.retry) and not guided:
+            # A failure with a retry-after says when to come back (a 429 pauses the model for
+            # exactly that, below); the breaker is for failures that say nothing.
             self._consecutive_failures += 1
             if self._consecutive_failures >= config.cooldown.failure_threshold:
                 self._consecutive_failures = 0
@@ -416,6 +493,23 @@ class ModelBatcher:
         if decision.action == "fail":
             self.resolve(fut, error=self._final_error(fut, error, decision.reason), log=False)
         return decision
+
+    def _settle_books(
+        self,
+        fut: ResponseFuture,
+        headers: Mapping[str, str],
+        now: float,
+        response: LLMResponse | None,
+    ) -> None:
+        """Book what the attempt really used, and what the provider says remains."""
+        admission, fut.admission = fut.admission, None
+        if admission is not None:
+            if response is not None:
+                admission.reconcile(response.usage.total_tokens, now)
+            else:  # an error answer: the provider generated nothing
+                admission.reconcile(0, now)
+        for limiter in self._limiters:
+            limiter.observe(headers, now)
 
     def _final_error(self, fut: ResponseFuture, error: BaseException, reason: str) -> BaseException:
         if not is_retryable(error, self.config.retry):
@@ -547,7 +641,18 @@ class ModelBatcher:
 
     def snapshot(self, now: float) -> ModelStats:
         remaining = max(0.0, self._cooldown_until - now)
-        return self.stats.snapshot(self.queued, len(self._running), len(self._backoff), remaining)
+        requests, tokens = math.inf, math.inf
+        for limiter in self._limiters:
+            left_r, left_t = limiter.remaining(now)
+            requests, tokens = min(requests, left_r), min(tokens, left_t)
+        return self.stats.snapshot(
+            self.queued,
+            len(self._running),
+            len(self._backoff),
+            remaining,
+            None if requests == math.inf else int(requests),
+            None if tokens == math.inf else int(tokens),
+        )
 
 
 def _outcome(fut: ResponseFuture) -> str:

@@ -16,6 +16,7 @@ from cattrs.errors import ClassValidationError
 
 from ._exceptions import ConfigError
 from ._models import ModelProvider, RequestPriority
+from ._ratelimit import LimitGroup, RateLimitPolicy, check_window
 from ._retry import CooldownPolicy, RetryPolicy
 
 __all__ = ["GatewayConfig", "ModelConfig", "load_config"]
@@ -74,6 +75,8 @@ class ModelConfig:
         cooldown: When the model pauses after failures (see :class:`CooldownPolicy`).
         fallbacks: Model ids to try, in order, when a request has used up its retries here
             or this model is cooling down past the request's deadline.
+        rate_limit: How the per-minute limits are applied (see :class:`RateLimitPolicy`).
+        limit_group: The name of a shared budget in ``GatewayConfig.limit_groups``.
     """
 
     provider: ModelProvider = attrs.field(converter=_to_provider)
@@ -94,6 +97,8 @@ class ModelConfig:
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     cooldown: CooldownPolicy = attrs.field(factory=CooldownPolicy)
     fallbacks: tuple[str, ...] = ()
+    rate_limit: RateLimitPolicy = attrs.field(factory=RateLimitPolicy)
+    limit_group: str | None = None
 
     def __attrs_post_init__(self) -> None:
         _check(
@@ -117,6 +122,12 @@ class ModelConfig:
             value = getattr(self, name)
             _check(_is_number(value) and 0 <= value < math.inf, name, value, "use a number >= 0")
         _check(_is_number(self.aging_s) and self.aging_s > 0, "aging_s", self.aging_s, "use > 0")
+        check_window(
+            "ModelConfig.rate_limit",
+            self.rate_limit.window_s,
+            self.max_requests_per_minute,
+            self.max_tokens_per_minute,
+        )
         _check(
             self.timeout_s is None or (_is_number(self.timeout_s) and self.timeout_s > 0),
             "timeout_s",
@@ -141,15 +152,23 @@ class GatewayConfig:
         models: Model id -> its configuration. Requests name a model by its id.
         log_dir: Where ``gateway/batches.jsonl`` and ``gateway/errors.jsonl`` go; ``None``
             turns logging off.
+        limit_groups: Budgets shared by several models (one API key or organisation), by
+            name; a model joins one with ``limit_group``.
     """
 
     models: Mapping[str, ModelConfig]
     log_dir: str | None = "04_logs"
+    limit_groups: Mapping[str, LimitGroup] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         if not self.models:
             raise ConfigError("GatewayConfig.models is empty; configure at least one model")
         for model_id, model in self.models.items():
+            if model.limit_group is not None and model.limit_group not in self.limit_groups:
+                raise ConfigError(
+                    f"models.{model_id}.limit_group is {model.limit_group!r}, which is not in "
+                    f"limit_groups; define it there (known: {sorted(self.limit_groups)})"
+                )
             for fallback in model.fallbacks:
                 if fallback not in self.models or fallback == model_id:
                     raise ConfigError(

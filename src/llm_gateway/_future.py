@@ -15,6 +15,7 @@ from ._exceptions import RequestCancelledError
 if TYPE_CHECKING:
     from ._batcher import ModelBatcher
     from ._models import LLMRequest, LLMResponse
+    from ._ratelimit import Admission
 
 __all__ = ["ResponseFuture"]
 
@@ -50,9 +51,11 @@ class ResponseFuture:
         "_scope",
         "_state",
         "_value",
+        "admission",
         "deadline",
         "dispatched_at",
         "enqueued_at",
+        "estimate",
         "failures",
         "fallbacks_left",
         "holds_slot",
@@ -83,6 +86,8 @@ class ResponseFuture:
         self.failures: list[BaseException] = []  # every failed attempt, on every model
         self.fallbacks_left: tuple[str, ...] = ()  # models still to try after this one
         self.model_start = 0  # index in `failures` where the current model's attempts begin
+        self.estimate = 0  # tokens the rate limiter books for each attempt
+        self.admission: Admission | None = None  # the current attempt's entry in those books
         self.rank = 0
         self.rank_since = 0.0
 

@@ -24,7 +24,8 @@ from ._exceptions import (
 from ._future import ResponseFuture
 from ._logs import JsonlLog
 from ._models import LLMRequest, LLMResponse
-from ._stats import GatewayStats, total_snapshot
+from ._ratelimit import RateLimiter
+from ._stats import GatewayStats, LimitGroupStats, total_snapshot
 from .providers._base import Provider
 from .providers._open import open_provider
 
@@ -86,6 +87,15 @@ class Gateway(anyio.AsyncContextManagerMixin):
         self._record_to = None if record_to is None else os.fspath(record_to)
         self._batchers: dict[str, ModelBatcher] = {}
         self._opened_at = self._closed_at = math.nan
+        self._group_limiters = {
+            name: RateLimiter(
+                f"limit group {name!r}",
+                g.max_requests_per_minute,
+                g.max_tokens_per_minute,
+                g.window_s,
+            )
+            for name, g in loaded.limit_groups.items()
+        }
         # A request may name a ModelProvider instead of a model id when exactly one model uses it.
         by_provider: dict[str, list[str]] = {}
         for model_id, model in loaded.models.items():
@@ -99,6 +109,21 @@ class Gateway(anyio.AsyncContextManagerMixin):
         self, model_id: str, config: ModelConfig
     ) -> AbstractAsyncContextManager[Provider]:
         return open_provider(model_id, config)
+
+    def _limiters_for(self, model_id: str, model: ModelConfig) -> tuple[RateLimiter, ...]:
+        limiters = []
+        if model.max_requests_per_minute or model.max_tokens_per_minute:
+            limiters.append(
+                RateLimiter(
+                    f"model {model_id!r}",
+                    model.max_requests_per_minute,
+                    model.max_tokens_per_minute,
+                    model.rate_limit.window_s,
+                )
+            )
+        if model.limit_group is not None:
+            limiters.append(self._group_limiters[model.limit_group])
+        return tuple(limiters)
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
@@ -130,7 +155,13 @@ class Gateway(anyio.AsyncContextManagerMixin):
                     batchers: dict[str, ModelBatcher] = {}
                     for model_id, model in self.config.models.items():
                         batchers[model_id] = ModelBatcher(
-                            model_id, model, opened[model_id], tg, log, batchers
+                            model_id,
+                            model,
+                            opened[model_id],
+                            tg,
+                            log,
+                            batchers,
+                            self._limiters_for(model_id, model),
                         )
                     self._batchers = batchers
                     for batcher in self._batchers.values():
@@ -320,7 +351,16 @@ class Gateway(anyio.AsyncContextManagerMixin):
         batchers = self._batchers
         models = {model_id: b.snapshot(now) for model_id, b in batchers.items()}
         total = total_snapshot([b.stats for b in batchers.values()], list(models.values()))
-        return GatewayStats(models=models, total=total, uptime_s=uptime)
+        groups = {}
+        for name, limiter in self._group_limiters.items():
+            left_r, left_t = limiter.remaining(now)
+            groups[name] = LimitGroupStats(
+                remaining_requests=None if limiter.rpm is None else int(left_r),
+                remaining_tokens=None if limiter.tpm is None else int(left_t),
+                throttled_s=limiter.throttled_s,
+                rate_limited=limiter.rate_limited,
+            )
+        return GatewayStats(models=models, total=total, uptime_s=uptime, limit_groups=groups)
 
 
 LLMGateway = Gateway

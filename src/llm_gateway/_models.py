@@ -323,6 +323,8 @@ class LLMResponse:
             (earlier failed attempts and their backoff included): the caller waited
             ``queue_wait_ms + latency_ms`` in all.
         provider_request_id: The provider's own id for the call, when given.
+        rate_limit_headers: The provider's rate-limit headers on this answer (lower-case
+            names), which the gateway uses to pace the model.
     """
 
     request_id: str
@@ -334,6 +336,7 @@ class LLMResponse:
     latency_ms: float = 0.0
     queue_wait_ms: float = 0.0
     provider_request_id: str | None = None
+    rate_limit_headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
 
     @property
     def tokens_used(self) -> Usage:

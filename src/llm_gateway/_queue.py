@@ -113,6 +113,14 @@ class PriorityQueue:
                 when = min(when, head.rank_since + self._aging_s)
         return when
 
+    def peek(self) -> ResponseFuture | None:
+        """The request :meth:`take` would return first, without taking it."""
+        for rank in (0, 1, 2):
+            head = self._head(rank)
+            if head is not None:
+                return head
+        return None
+
     def take(self, n: int) -> list[ResponseFuture]:
         """Remove and return up to ``n`` queued requests in priority order, FIFO within a class."""
         taken: list[ResponseFuture] = []

@@ -75,8 +75,9 @@ class RetryPolicy:
 class CooldownPolicy:
     """When a model stops dispatching for a while (a circuit breaker).
 
-    After ``failure_threshold`` retryable failures in a row, or a rate-limit answer (429) with a
-    ``retry-after``, the model dispatches nothing until the cooldown ends. Queued requests wait
+    After ``failure_threshold`` retryable failures in a row that carry no ``retry-after``, or
+    a rate-limit answer (429) with a ``retry-after`` (a pause of exactly that long), the model
+    dispatches nothing until the cooldown ends. Queued requests wait
     (unless their deadline passes first, or they have a fallback model: then they move there).
 
     Attributes:

@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 import cattrs
 
-__all__ = ["GatewayStats", "LatencySummary", "ModelStats"]
+__all__ = ["GatewayStats", "LatencySummary", "LimitGroupStats", "ModelStats"]
 
 # Percentiles are over the most recent samples: monitoring wants "now", and a bounded window
 # keeps memory flat however long the gateway runs.
@@ -55,6 +55,10 @@ class ModelStats:
         fallbacks: Requests moved from this model to a fallback model.
         cooldowns: Cooldowns started (the model paused dispatching).
         cooldown_remaining_s: Seconds until the current cooldown ends (0: none).
+        rate_limited: Rate-limit answers (HTTP 429) seen from the provider.
+        throttled_s: Seconds the model's queue waited for rate-limit budget.
+        remaining_requests: Requests the rate limits admit right now (``None``: no limit).
+        remaining_tokens: Tokens the rate limits admit right now (``None``: no limit).
         batches: Batches dispatched.
         mean_batch_size: Requests per batch, on average (0 before the first batch).
         queue_wait_ms: Time from submission to dispatch.
@@ -73,12 +77,33 @@ class ModelStats:
     fallbacks: int
     cooldowns: int
     cooldown_remaining_s: float
+    rate_limited: int
+    throttled_s: float
+    remaining_requests: int | None
+    remaining_tokens: int | None
     batches: int
     mean_batch_size: float
     queue_wait_ms: LatencySummary
     latency_ms: LatencySummary
     input_tokens: int
     output_tokens: int
+
+
+@attrs.frozen(kw_only=True)
+class LimitGroupStats:
+    """A shared rate-limit budget's figures.
+
+    Attributes:
+        remaining_requests: Requests it admits right now (``None``: no request limit).
+        remaining_tokens: Tokens it admits right now (``None``: no token limit).
+        throttled_s: Seconds its models' queues waited for its budget (summed over models).
+        rate_limited: Rate-limit answers (HTTP 429) its models saw.
+    """
+
+    remaining_requests: int | None
+    remaining_tokens: int | None
+    throttled_s: float
+    rate_limited: int
 
 
 @attrs.frozen(kw_only=True)
@@ -89,11 +114,13 @@ class GatewayStats:
         models: Model id -> its figures.
         total: The figures summed over every model (percentiles over all their samples).
         uptime_s: Seconds since the gateway opened.
+        limit_groups: Each shared budget's figures, by group name.
     """
 
     models: Mapping[str, ModelStats]
     total: ModelStats
     uptime_s: float
+    limit_groups: Mapping[str, LimitGroupStats] = attrs.field(factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The figures as plain dicts, lists and numbers (for JSON, dashboards, logs)."""
@@ -111,6 +138,8 @@ class StatsRecorder:
     retries: int = 0
     fallbacks: int = 0
     cooldowns: int = 0
+    rate_limited: int = 0
+    throttled_s: float = 0.0
     batches: int = 0
     batched: int = 0
     input_tokens: int = 0
@@ -119,9 +148,23 @@ class StatsRecorder:
     latency_ms: deque[float] = attrs.field(factory=lambda: deque(maxlen=SAMPLE_WINDOW))
 
     def snapshot(
-        self, queued: int, in_flight: int, retrying: int, cooldown_remaining_s: float
+        self,
+        queued: int,
+        in_flight: int,
+        retrying: int,
+        cooldown_remaining_s: float,
+        remaining_requests: int | None,
+        remaining_tokens: int | None,
     ) -> ModelStats:
-        return _snapshot([self], queued, in_flight, retrying, cooldown_remaining_s)
+        return _snapshot(
+            [self],
+            queued,
+            in_flight,
+            retrying,
+            cooldown_remaining_s,
+            remaining_requests,
+            remaining_tokens,
+        )
 
 
 def _snapshot(
@@ -130,6 +173,8 @@ def _snapshot(
     in_flight: int,
     retrying: int,
     cooldown_remaining_s: float,
+    remaining_requests: int | None,
+    remaining_tokens: int | None,
 ) -> ModelStats:
     batches = sum(r.batches for r in recorders)
     batched = sum(r.batched for r in recorders)
@@ -144,6 +189,10 @@ def _snapshot(
         fallbacks=sum(r.fallbacks for r in recorders),
         cooldowns=sum(r.cooldowns for r in recorders),
         cooldown_remaining_s=cooldown_remaining_s,
+        rate_limited=sum(r.rate_limited for r in recorders),
+        throttled_s=sum(r.throttled_s for r in recorders),
+        remaining_requests=remaining_requests,
+        remaining_tokens=remaining_tokens,
         batches=batches,
         mean_batch_size=batched / batches if batches else 0.0,
         queue_wait_ms=LatencySummary.of(s for r in recorders for s in r.queue_wait_ms),
@@ -161,4 +210,6 @@ def total_snapshot(recorders: list[StatsRecorder], models: list[ModelStats]) -> 
         sum(m.in_flight for m in models),
         sum(m.retrying for m in models),
         max((m.cooldown_remaining_s for m in models), default=0.0),
+        None,  # budgets are per model and per group, not additive
+        None,
     )

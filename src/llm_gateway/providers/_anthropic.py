@@ -21,6 +21,7 @@ from .._models import LLMMessage, LLMRequest, LLMResponse, ToolCall, Usage
 from ._http import (
     SdkErrors,
     headers_option,
+    kept_headers,
     pool_limits,
     positive_int_option,
     provider_options,
@@ -207,6 +208,7 @@ class AnthropicProvider:
                 ),
                 finish_reason=FINISH_REASONS.get(stop_reason, stop_reason),
                 provider_request_id=response.headers.get(ERRORS.request_id_header),
+                rate_limit_headers=kept_headers(response.headers),
             )
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise ERRORS.malformed(

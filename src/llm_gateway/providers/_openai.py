@@ -25,6 +25,7 @@ from .._models import LLMMessage, LLMRequest, LLMResponse, ModelProvider, ToolCa
 from ._http import (
     SdkErrors,
     headers_option,
+    kept_headers,
     pool_limits,
     provider_options,
     require_api_key,
@@ -202,6 +203,7 @@ class OpenAIProvider:
                 ),
                 finish_reason=finish_reason,
                 provider_request_id=response.headers.get(ERRORS.request_id_header),
+                rate_limit_headers=kept_headers(response.headers),
             )
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise ERRORS.malformed(
