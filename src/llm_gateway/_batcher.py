@@ -40,7 +40,7 @@ from ._models import LLMRequest, LLMResponse, RequestPriority
 from ._queue import PriorityQueue
 from ._ratelimit import Admission, RateLimiter, estimate_tokens, token_counter
 from ._retry import Decision, decide, describe_attempts, is_retryable, jitter
-from ._stats import ModelStats, StatsRecorder
+from ._stats import ModelStats, StatsRecorder, summarise
 from .providers._base import Provider
 
 __all__ = ["ModelBatcher"]
@@ -645,13 +645,14 @@ class ModelBatcher:
         for limiter in self._limiters:
             left_r, left_t = limiter.remaining(now)
             requests, tokens = min(requests, left_r), min(tokens, left_t)
-        return self.stats.snapshot(
-            self.queued,
-            len(self._running),
-            len(self._backoff),
-            remaining,
-            None if requests == math.inf else int(requests),
-            None if tokens == math.inf else int(tokens),
+        return summarise(
+            [self.stats],
+            queued=self.queued,
+            in_flight=len(self._running),
+            retrying=len(self._backoff),
+            cooldown_remaining_s=remaining,
+            remaining_requests=None if requests == math.inf else int(requests),
+            remaining_tokens=None if tokens == math.inf else int(tokens),
         )
 
 

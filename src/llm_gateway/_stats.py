@@ -147,28 +147,10 @@ class StatsRecorder:
     queue_wait_ms: deque[float] = attrs.field(factory=lambda: deque(maxlen=SAMPLE_WINDOW))
     latency_ms: deque[float] = attrs.field(factory=lambda: deque(maxlen=SAMPLE_WINDOW))
 
-    def snapshot(
-        self,
-        queued: int,
-        in_flight: int,
-        retrying: int,
-        cooldown_remaining_s: float,
-        remaining_requests: int | None,
-        remaining_tokens: int | None,
-    ) -> ModelStats:
-        return _snapshot(
-            [self],
-            queued,
-            in_flight,
-            retrying,
-            cooldown_remaining_s,
-            remaining_requests,
-            remaining_tokens,
-        )
 
-
-def _snapshot(
+def summarise(
     recorders: list[StatsRecorder],
+    *,
     queued: int,
     in_flight: int,
     retrying: int,
@@ -204,12 +186,12 @@ def _snapshot(
 
 def total_snapshot(recorders: list[StatsRecorder], models: list[ModelStats]) -> ModelStats:
     """The figures summed over several models (the longest cooldown for the cooldown)."""
-    return _snapshot(
+    return summarise(
         recorders,
-        sum(m.queued for m in models),
-        sum(m.in_flight for m in models),
-        sum(m.retrying for m in models),
-        max((m.cooldown_remaining_s for m in models), default=0.0),
-        None,  # budgets are per model and per group, not additive
-        None,
+        queued=sum(m.queued for m in models),
+        in_flight=sum(m.in_flight for m in models),
+        retrying=sum(m.retrying for m in models),
+        cooldown_remaining_s=max((m.cooldown_remaining_s for m in models), default=0.0),
+        remaining_requests=None,  # budgets are per model and per group, not additive
+        remaining_tokens=None,
     )
