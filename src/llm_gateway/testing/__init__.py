@@ -9,17 +9,26 @@ from ..providers._mock import MockRecording as MockRecording
 from ..providers._mock import MockScript as MockScript
 from ..providers._mock import RequestContent as RequestContent
 from ..providers._mock import request_digest as request_digest
+from ._fake_server import FakeLLMApi as FakeLLMApi
 from ._fake_server import FakeLLMServer as FakeLLMServer
 from ._fake_server import FakeReply as FakeReply
 from ._fake_server import ReceivedRequest as ReceivedRequest
 from ._fake_server import fake_answer as fake_answer
 from ._fake_server import open_fake_llm_server as open_fake_llm_server
+from ._faults import Fault as Fault
+from ._faults import FaultCall as FaultCall
+from ._faults import FaultPlan as FaultPlan
+from ._faults import prompt_key as prompt_key
 from ._mock_gateway import MockLLMGateway as MockLLMGateway
 
 __all__ = [
     "CassetteMissError",
+    "FakeLLMApi",
     "FakeLLMServer",
     "FakeReply",
+    "Fault",
+    "FaultCall",
+    "FaultPlan",
     "MockError",
     "MockFixture",
     "MockFixtures",
@@ -31,5 +40,6 @@ __all__ = [
     "RequestContent",
     "fake_answer",
     "open_fake_llm_server",
+    "prompt_key",
     "request_digest",
 ]

@@ -1,13 +1,14 @@
-"""A fake LLM HTTP server on a real loopback socket, for end-to-end tests of the SDK adapters.
+"""A fake LLM API: on a real loopback socket, or as an ``httpx2.MockTransport`` handler.
 
-It speaks just enough HTTP/1.1 (``Content-Length`` bodies, keep-alive) and just enough of two
-APIs: OpenAI chat completions (``POST /v1/chat/completions``) and Anthropic messages
-(``POST /v1/messages``). Answers are deterministic: the text echoes the last user message, and a
-request that offers tools and ends with a user message gets a call to its first tool. It runs on
-trio and asyncio (anyio), with no dependency beyond anyio.
+It speaks just enough of two APIs: OpenAI chat completions (``POST /v1/chat/completions``) and
+Anthropic messages (``POST /v1/messages``). Answers are deterministic: the text echoes the last
+user message, and a request that offers tools and ends with a user message gets a call to its
+first tool. The server speaks just enough HTTP/1.1 (``Content-Length`` bodies, keep-alive); it
+runs on trio and asyncio (anyio), with no dependency beyond anyio.
 
-The place to script faults (status codes, ``retry-after``, latency, dropped connections,
-malformed bodies) is :meth:`FakeLLMServer.respond`.
+Faults (status codes, ``retry-after``, latency, dropped connections, timeouts, malformed
+bodies) are scripted with a :class:`~llm_gateway.testing.FaultPlan`, played the same way by
+both transports; or by hand, by overriding :meth:`FakeLLMApi.respond`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import itertools
 import json
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.abc
@@ -25,7 +26,19 @@ import attrs
 from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-__all__ = ["FakeLLMServer", "FakeReply", "ReceivedRequest", "fake_answer", "open_fake_llm_server"]
+from ._faults import MALFORMED_BODY, Fault, FaultCall, FaultPlan
+
+if TYPE_CHECKING:
+    import httpx2
+
+__all__ = [
+    "FakeLLMApi",
+    "FakeLLMServer",
+    "FakeReply",
+    "ReceivedRequest",
+    "fake_answer",
+    "open_fake_llm_server",
+]
 
 MAX_HEAD_BYTES = 64 * 1024
 
@@ -53,21 +66,49 @@ class ReceivedRequest:
 
 @attrs.frozen
 class FakeReply:
-    """An HTTP response the fake server sends.
+    """An HTTP response the fake API sends (or, ``action``, does not send).
 
     Attributes:
         status: The HTTP status.
         body: The JSON body (any JSON-serialisable value).
         headers: Headers besides ``content-type`` and ``content-length``.
+        delay_s: How long to wait before acting.
+        action: ``"send"`` the response; ``"drop"`` the connection without answering;
+            ``"hang"``: never answer. The server then holds the connection until the client
+            gives up (``delay_s`` does not count); the MockTransport handler, which has no
+            client clock, raises ``httpx2.ReadTimeout`` after ``delay_s``.
+        raw_body: Bytes to send instead of ``body`` (e.g. a malformed body).
+        call: The fault plan's record of this call, completed when the reply is sent.
     """
 
     status: int = 200
     body: Any = None
     headers: Mapping[str, str] = attrs.field(factory=dict)
+    delay_s: float = attrs.field(default=0.0, kw_only=True)
+    action: Literal["send", "drop", "hang"] = attrs.field(default="send", kw_only=True)
+    raw_body: bytes | None = attrs.field(default=None, kw_only=True)
+    call: FaultCall | None = attrs.field(default=None, kw_only=True, eq=False, repr=False)
+
+    @classmethod
+    def for_fault(cls, fault: Fault, path: str) -> FakeReply:
+        """The reply that plays ``fault`` (not ``"ok"``) for a request to ``path``."""
+        if fault.kind == "status":
+            raw = fault.error_body(path)
+            return cls(fault.status, None, fault.headers, delay_s=fault.latency_s, raw_body=raw)
+        if fault.kind == "malformed":
+            return cls(200, None, fault.headers, delay_s=fault.latency_s, raw_body=MALFORMED_BODY)
+        action: Literal["drop", "hang"] = "drop" if fault.kind == "drop" else "hang"
+        return cls(delay_s=fault.latency_s, action=action)
+
+    def body_bytes(self) -> bytes:
+        """The body on the wire."""
+        if self.raw_body is not None:
+            return self.raw_body
+        return b"" if self.body is None else json.dumps(self.body).encode()
 
     def encode(self) -> bytes:
         """The response's bytes on the wire."""
-        body = b"" if self.body is None else json.dumps(self.body).encode()
+        body = self.body_bytes()
         try:
             reason = http.HTTPStatus(self.status).phrase
         except ValueError:  # e.g. Anthropic's 529
@@ -105,35 +146,44 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-class FakeLLMServer:
-    """The running fake server (from :func:`open_fake_llm_server`).
+class FakeLLMApi:
+    """The fake API's answers, and the ``httpx2.MockTransport`` handler that gives them.
+
+    With a ``faults`` plan, each call first gets its scripted fault (see
+    :class:`~llm_gateway.testing.FaultPlan`). Use it in virtual-time tests as
+    ``httpx2.AsyncClient(transport=httpx2.MockTransport(api.handle))`` (or
+    :meth:`mock_client`), passed to ``open_provider(..., http_client=...)``.
 
     Attributes:
-        host: The address it listens on.
-        port: The port it listens on (chosen by the OS).
         received: Every request received, in arrival order.
+        faults: The fault plan, if any.
     """
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host = host
-        self.port = port
+    def __init__(self, faults: FaultPlan | None = None) -> None:
         self.received: list[ReceivedRequest] = []
+        self.faults = faults
         self._ids = itertools.count(1)
-
-    @property
-    def base_url(self) -> str:
-        """``http://host:port``: the ``endpoint`` of an Anthropic model."""
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def openai_base_url(self) -> str:
-        """``http://host:port/v1``: the ``endpoint`` of an OpenAI or ``local-llama`` model."""
-        return f"{self.base_url}/v1"
 
     # -- answers ----------------------------------------------------------------------------
 
     def respond(self, request: ReceivedRequest) -> FakeReply:
-        """The reply to ``request`` (already recorded in :attr:`received`)."""
+        """The reply to ``request`` (already recorded in :attr:`received`).
+
+        The fault plan's fault for this call if it has one, else the API's answer. Override
+        to script replies by hand: a :class:`FakeReply` can also delay, drop the connection,
+        hang, or send a raw body.
+        """
+        if self.faults is None:
+            return self.answer(request)
+        call = self.faults.next_call(request.headers, request.body)
+        if call.fault is None or call.fault.kind == "ok":
+            reply = attrs.evolve(self.answer(request), delay_s=self.faults.delay_of(call))
+        else:
+            reply = FakeReply.for_fault(call.fault, request.path)
+        return attrs.evolve(reply, call=call)
+
+    def answer(self, request: ReceivedRequest) -> FakeReply:
+        """The API's normal answer to ``request``."""
         if request.method == "POST" and request.path == "/v1/chat/completions":
             return self._chat_completion(request.json())
         if request.method == "POST" and request.path == "/v1/messages":
@@ -224,7 +274,66 @@ class FakeLLMServer:
             {"request-id": request_id},
         )
 
-    # -- HTTP -------------------------------------------------------------------------------
+    # -- MockTransport ----------------------------------------------------------------------
+
+    async def handle(self, request: httpx2.Request) -> httpx2.Response:
+        """The ``httpx2.MockTransport`` handler: plays :meth:`respond` without a socket.
+
+        A dropped connection raises ``httpx2.RemoteProtocolError`` and a hang raises
+        ``httpx2.ReadTimeout`` (after the reply's delay), as httpx would.
+        """
+        import httpx2  # only tests that use a MockTransport need it
+
+        received = ReceivedRequest(
+            request.method,
+            request.url.raw_path.decode("ascii"),
+            {name.lower(): value for name, value in request.headers.items()},
+            request.content,
+        )
+        self.received.append(received)
+        reply = self.respond(received)
+        if reply.delay_s:
+            await anyio.sleep(reply.delay_s)
+        if reply.call is not None:
+            reply.call.ended = anyio.current_time()
+        if reply.action == "drop":
+            raise httpx2.RemoteProtocolError("Server disconnected without sending a response.")
+        if reply.action == "hang":
+            raise httpx2.ReadTimeout("The read operation timed out (a scripted timeout)")
+        headers = {"content-type": "application/json", **reply.headers}
+        return httpx2.Response(reply.status, headers=headers, content=reply.body_bytes())
+
+    def mock_client(self) -> httpx2.AsyncClient:
+        """An ``httpx2.AsyncClient`` whose transport is :meth:`handle`."""
+        import httpx2
+
+        return httpx2.AsyncClient(transport=httpx2.MockTransport(self.handle))
+
+
+class FakeLLMServer(FakeLLMApi):
+    """The running fake server (from :func:`open_fake_llm_server`).
+
+    Attributes:
+        host: The address it listens on.
+        port: The port it listens on (chosen by the OS).
+        received: Every request received, in arrival order.
+        faults: The fault plan, if any.
+    """
+
+    def __init__(self, host: str, port: int, faults: FaultPlan | None = None) -> None:
+        super().__init__(faults)
+        self.host = host
+        self.port = port
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port``: the ``endpoint`` of an Anthropic model."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """``http://host:port/v1``: the ``endpoint`` of an OpenAI or ``local-llama`` model."""
+        return f"{self.base_url}/v1"
 
     async def _serve_connection(self, stream: anyio.abc.SocketStream) -> None:
         reader = BufferedByteReceiveStream(stream)
@@ -252,21 +361,52 @@ class FakeLLMServer:
                     return
                 request = ReceivedRequest(method, path, headers, body)
                 self.received.append(request)
-                await stream.send(self.respond(request).encode())
+                if not await self._reply(stream, reader, self.respond(request)):
+                    return
                 if headers.get("connection", "").lower() == "close":
                     return
 
+    async def _reply(
+        self, stream: anyio.abc.SocketStream, reader: BufferedByteReceiveStream, reply: FakeReply
+    ) -> bool:
+        """Play ``reply`` on the connection; whether the connection stays open."""
+        if reply.delay_s and reply.action != "hang":
+            await anyio.sleep(reply.delay_s)
+        if reply.action == "hang":
+            # Never answer: hold the connection until the client gives up and closes it (its
+            # own timeout is the one that counts here, not the reply's delay).
+            try:
+                while True:
+                    await reader.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
+        if reply.call is not None:
+            reply.call.ended = anyio.current_time()
+        if reply.action != "send":
+            return False  # leaving closes the connection: a drop, or the hang is over
+        try:
+            await stream.send(reply.encode())
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False  # the client gave up first (its timeout)
+        return True
+
 
 @asynccontextmanager
-async def open_fake_llm_server(host: str = "127.0.0.1") -> AsyncGenerator[FakeLLMServer]:
+async def open_fake_llm_server(
+    host: str = "127.0.0.1", *, faults: FaultPlan | None = None
+) -> AsyncGenerator[FakeLLMServer]:
     """Run a :class:`FakeLLMServer` on ``host`` and a free port until the block exits.
 
     Close the clients (the gateway) before leaving the block: leaving it stops the server and
     drops its open connections.
+
+    Args:
+        host: The address to listen on (keep it a loopback address).
+        faults: A fault plan the server plays (see :class:`~llm_gateway.testing.FaultPlan`).
     """
     listener = await anyio.create_tcp_listener(local_host=host, local_port=0)
     async with listener, anyio.create_task_group() as tg:
-        server = FakeLLMServer(host, listener.extra(SocketAttribute.local_port))
+        server = FakeLLMServer(host, listener.extra(SocketAttribute.local_port), faults)
         tg.start_soon(listener.serve, server._serve_connection, tg)
         try:
             yield server
