@@ -35,3 +35,14 @@ def demo(session: nox.Session) -> None:
     """The demo on the built-in mock provider (pass arguments after --)."""
     session.install("-e", ".")
     session.run("python", "-m", "llm_gateway.demo", *session.posargs)
+
+
+@nox.session(python="3.11")
+def soak(session: nox.Session) -> None:
+    """10,000 requests with ~30% injected faults over loopback, on trio and asyncio.
+
+    Fails if any request is answered twice or lost (see docs/resilience.md). Pass arguments
+    after --, e.g. `nox -s soak -- --requests 2000 --backend trio`.
+    """
+    session.install("-e", ".[all,trio]")
+    session.run("python", "benchmarks/soak.py", *session.posargs)
