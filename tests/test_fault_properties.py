@@ -231,6 +231,7 @@ class FaultGateway(Gateway):
         self.attempts: dict[str, list[Attempt]] = defaultdict(list)
         self.providers: dict[str, CountingProvider] = {}
         self.resolutions: dict[str, int] = defaultdict(int)
+        self.resolved_at: dict[str, float] = {}
 
     def _open_provider(
         self, model_id: str, config: ModelConfig
@@ -259,6 +260,7 @@ class FaultGateway(Gateway):
         def counting_resolve(fut: ResponseFuture, **kwargs: Any) -> None:
             if fut._state is not DONE:
                 self.resolutions[fut.request.request_id] += 1
+                self.resolved_at[fut.request.request_id] = anyio.current_time()
             resolve(fut, **kwargs)
 
         batcher.resolve = counting_resolve  # type: ignore[method-assign]
@@ -435,19 +437,17 @@ def check(workload: Workload, outcome: Outcome) -> None:
             assert f"failed after {len(fut.failures)} attempts" in str(error)
             assert error.attempts == fut.failures
             # Exhausting the first model's attempts moves the request on when it can. (Not
-            # checked once the shutdown began: the fallback's batcher may have stopped, see
-            # test_resilience_regressions.py.)
-            ended_on_origin = on_origin[-1].ended if on_origin else None
-            before_closing = ended_on_origin is not None and (
-                ended_on_origin < outcome.closing_started - EPS
-            )
+            # checked for requests that ended once the shutdown began: the fallback's batcher
+            # may have stopped, see test_resilience_regressions.py.)
+            before_closing = gateway.resolved_at[request_id] < outcome.closing_started - EPS
             if origin.fallbacks and before_closing:
                 assert len(on_origin) < len(calls)
         elif not isinstance(error, ENDED_ELSEWHERE):
             last = calls[-1].fault
             assert last is not None and not retryable(last)
 
-    # A 429 with a retry-after pauses its whole model: no call starts there until it passes.
+    # A 429 with a retry-after pauses its whole model, for at most max_retry_after_s: no call
+    # starts there until that has passed.
     all_calls = outcome.plan.calls
     by_request_index: dict[str, int] = defaultdict(int)
     for call in all_calls:
@@ -456,7 +456,7 @@ def check(workload: Workload, outcome: Outcome) -> None:
         fault = call.fault
         if fault is None or fault.kind != "status" or fault.status != 429:
             continue
-        pause = fault.retry_after_s
+        pause = fault.retry_after_s and min(fault.retry_after_s, MAX_RETRY_AFTER_S)
         attempts = gateway.attempts.get(call.key, [])
         if not pause or call.ended is None or attempts[index].outcome != "error":
             continue

@@ -1,7 +1,8 @@
-"""Known resilience bugs, each as a minimal test (virtual time, both backends).
+"""Resilience bugs found while testing, each as a minimal test (virtual time, both backends).
 
-Marked ``xfail(strict=True)``: the suite stays green while a bug is open, and a fix turns its
-test into an unexpected pass, which fails the run until the marker is removed.
+A fixed bug's test stays as a regression test. An open one is marked ``xfail(strict=True)``:
+the suite stays green while it is open, and a fix turns its test into an unexpected pass,
+which fails the run until the marker is removed.
 """
 
 from __future__ import annotations
@@ -19,11 +20,6 @@ pytestmark = pytest.mark.anyio
 HIGH = RequestPriority.HIGH
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a retry re-entering a queue whose cooldown was already scanned is not checked "
-    "against the cooldown (only _arrive and the one scan per cooldown are)",
-)
 async def test_a_retry_requeued_into_a_cooldown_past_its_deadline_falls_back() -> None:
     _, fail = failing({"r": [http(500)], "s": [http(500)]})
     models = {
@@ -49,11 +45,6 @@ async def test_a_retry_requeued_into_a_cooldown_past_its_deadline_falls_back() -
         await gw.shutdown(timeout=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: during a graceful shutdown an idle fallback model's batcher stops, so a "
-    "request that exhausts its retries elsewhere fails with 'no fallback left'",
-)
 async def test_a_graceful_shutdown_still_lets_a_request_fall_back() -> None:
     _, fail = failing({"r": [http(529), http(529)]})
     models = {
@@ -69,11 +60,6 @@ async def test_a_graceful_shutdown_still_lets_a_request_fall_back() -> None:
     assert r.result().model == "backup"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="question: max_retry_after_s caps a request's wait, but a 429's retry-after pauses "
-    "the whole model for its full length (here an hour)",
-)
 async def test_a_retry_after_beyond_the_cap_does_not_pause_the_model_longer() -> None:
     _, fail = failing({"limited": [http(429, retry_after=3600.0)]})
     config = mock_model(retry=RetryPolicy(max_retry_after_s=5.0))

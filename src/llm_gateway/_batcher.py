@@ -274,6 +274,7 @@ class ModelBatcher:
             self._fail(self._take_queued(), "the gateway's task group was cancelled")
             self._receive.close()
             self._batcher_done = True
+            self._wake_peers_if_closing()  # they may be waiting for this model to go quiet
             self._update_idle()
 
     def _arrive(self, fut: ResponseFuture, now: float) -> None:
@@ -305,6 +306,16 @@ class ModelBatcher:
             finally:
                 self._wait_scope = None
 
+    def _quiet(self) -> bool:
+        """Nothing queued, in flight or waiting to retry: nothing that could still need a model."""
+        return not self.queued and not self._running and not self._backoff
+
+    def _wake_peers_if_closing(self) -> None:
+        """While shutting down, let every batcher re-check whether all models are quiet."""
+        if not self._intake_open:
+            for peer in self._peers.values():
+                peer._wake()
+
     def _wake(self) -> None:
         """Make the batcher look at its queue again (a retry or a fallback arrived)."""
         if self._wait_scope is not None:
@@ -319,8 +330,9 @@ class ModelBatcher:
             queue.promote(now)
             closing = not self._intake_open
             if not queue.live:
-                # A request in flight may yet come back for a retry: stay until none can.
-                if closing and not self._running and not self._backoff:
+                # A request in flight may yet come back for a retry, or move here from another
+                # model: stay until no model has anything left that could.
+                if closing and all(peer._quiet() for peer in self._peers.values()):
                     return
                 await self._wait(math.inf)
                 continue
@@ -441,8 +453,7 @@ class ModelBatcher:
             self.stats.latency_ms.append(_ms(anyio.current_time() - fut.dispatched_at))
             if self._capacity_freed is not None:
                 self._capacity_freed.set()
-            if not self._intake_open:
-                self._wake()  # the batcher may be waiting for the last request to end
+            self._wake_peers_if_closing()  # a batcher may be waiting for the last request
             retried = decision is not None and decision.action != "fail"
             batch.outcomes[fut] = decision.action if decision and retried else _outcome(fut)
             batch.remaining -= 1
@@ -476,7 +487,9 @@ class ModelBatcher:
                 self._consecutive_failures = 0
                 self._start_cooldown(now + config.cooldown.cooldown_s)
         if isinstance(error, ProviderError) and error.status_code == 429 and error.retry_after_s:
-            self._start_cooldown(now + error.retry_after_s)  # the whole model is limited
+            # The whole model is limited; but never paused longer than a request would wait.
+            pause = min(error.retry_after_s, config.retry.max_retry_after_s)
+            self._start_cooldown(now + pause)
         attempt = len(fut.failures) - fut.model_start  # attempts on this model
         decision = decide(
             error,
@@ -552,8 +565,7 @@ class ModelBatcher:
         finally:
             fut._scope = None
             self._backoff.discard(fut)
-            if not self._intake_open:
-                self._wake()  # the batcher may be waiting for the last backoff to end
+            self._wake_peers_if_closing()  # a batcher may be waiting for the last backoff
             self._update_idle()
 
     def _requeue(self, fut: ResponseFuture) -> None:
@@ -561,6 +573,10 @@ class ModelBatcher:
         fut._state = QUEUED
         self.queued += 1
         self._queue.push_front(fut)
+        # Checked as for a new arrival: the cooldown's one scan of the queue may be over.
+        until = self._cooldown_until
+        if anyio.current_time() < until and fut.deadline < until:
+            self._fall_back_from_cooldown(fut)
         self._wake()
 
     def _fall_back(self, fut: ResponseFuture) -> None:
