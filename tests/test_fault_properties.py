@@ -430,7 +430,10 @@ def check(workload: Workload, outcome: Outcome) -> None:
         elif isinstance(error, RetriesExhaustedError):
             last = calls[-1].fault
             assert last is not None and retryable(last)
-            assert f"failed after {len(fut.failures)} attempts" in str(error)
+            assert (
+                f"failed after {len(fut.failures)} attempt{'s' if len(fut.failures) > 1 else ''}"
+                in str(error)
+            )
             assert error.attempts == fut.failures
             # Exhausting the first model's attempts moves the request on, even while the
             # gateway shuts down gracefully (the fallback model keeps running for it).

@@ -104,3 +104,13 @@ async def test_default_log_dir_is_04_logs(tmp_path: Path, monkeypatch: pytest.Mo
         await gw.request(ask())
     await anyio.lowlevel.checkpoint()
     assert (tmp_path / "04_logs" / "gateway" / "batches.jsonl").exists()
+
+
+async def test_a_deadline_in_flight_is_logged_as_in_flight(tmp_path: Path) -> None:
+    config = mock_model(timeout_s=1.0)
+    gateway = RecordingGateway({"m": config}, latency=lambda r: 5.0, log_dir=str(tmp_path))
+    async with gateway as gw:
+        with pytest.raises(Exception, match="timed out"):
+            await gw.request(ask(request_id="slow", priority=RequestPriority.HIGH))
+    (error,) = read_lines(tmp_path / "gateway" / "errors.jsonl")
+    assert (error["request_id"], error["phase"], error["decision"]) == ("slow", "in_flight", "fail")

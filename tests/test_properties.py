@@ -255,7 +255,7 @@ def check_invariants(workload: Workload, outcome: Outcome) -> None:
             assert str(error) == "scripted"
         else:
             assert isinstance(error, RetriesExhaustedError)
-            assert f"failed after {len(calls)} attempts" in str(error)
+            assert f"failed after {len(calls)} attempt{'s' if len(calls) > 1 else ''}" in str(error)
 
     # Cancelled before its first dispatch: never reached the provider.
     called = {request_id for request_id, calls in calls_by_request.items() if calls}

@@ -212,7 +212,7 @@ class ModelBatcher:
         else:
             stats.failed += 1
             if log and self._log.enabled:
-                self._log_failure(fut, error, state.value, "fail")
+                self._log_failure(fut, error, _PHASES[state], "fail")
         if fut._event is not None:
             fut._event.set()
 
@@ -228,7 +228,8 @@ class ModelBatcher:
         where = {QUEUED: "in the queue", BACKOFF: "waiting to retry"}.get(fut._state, "in flight")
         what = f"timed out after {timeout:g} s ({where})"
         if fut.failures:
-            what += f" after {len(fut.failures)} failed attempts: {describe_attempts(fut.failures)}"
+            what += f" after {_attempts(len(fut.failures))} that failed: "
+            what += describe_attempts(fut.failures)
         self.resolve(fut, error=RequestTimeoutError(fut._describe(what)))
 
     def abort(self, reason: str) -> None:
@@ -533,7 +534,7 @@ class ModelBatcher:
             return error
         final = RetriesExhaustedError(
             fut._describe(
-                f"failed after {len(fut.failures)} attempts ({reason}): "
+                f"failed after {_attempts(len(fut.failures))} ({reason}): "
                 f"{describe_attempts(fut.failures)}; the last said: {error}"
             ),
             fut.failures,
@@ -670,6 +671,13 @@ class ModelBatcher:
             remaining_requests=None if requests == math.inf else int(requests),
             remaining_tokens=None if tokens == math.inf else int(tokens),
         )
+
+
+_PHASES = {QUEUED: "queued", RUNNING: "in_flight", BACKOFF: "backoff"}
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt" if n == 1 else f"{n} attempts"
 
 
 def _outcome(fut: ResponseFuture) -> str:
