@@ -1,4 +1,4 @@
-"""Developer tasks: `nox -s tests lint typing demo` (and `bench` once benchmarks exist)."""
+"""Developer tasks: `nox -s tests lint typing demo`, and `nox -s bench` for the benchmarks."""
 
 from __future__ import annotations
 
@@ -46,3 +46,14 @@ def soak(session: nox.Session) -> None:
     """
     session.install("-e", ".[all,trio]")
     session.run("python", "benchmarks/soak.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """The benchmarks against the raw SDKs, LiteLLM and LangChain; writes docs/benchmarks.md.
+
+    The contenders are installed here, never as the library's dependencies. Pass arguments
+    after -- (e.g. `nox -s bench -- --quick`).
+    """
+    session.install("-e", ".[all,trio]", "-r", "benchmarks/requirements.txt")
+    session.run("python", "-m", "benchmarks.run", *session.posargs)
