@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import looptime
 import pytest
 from trio.testing import MockClock
@@ -14,6 +16,12 @@ def virtual_time_backend(name: str) -> tuple[str, dict[str, Any]]:
     if name == "trio":
         return ("trio", {"clock": MockClock(autojump_threshold=0)})
     return ("asyncio", {"loop_factory": looptime.new_event_loop})
+
+
+def run_on_virtual_time(backend: str, fn: Callable[[], Awaitable[Any]]) -> None:
+    """Run ``fn`` on ``backend`` with a fresh virtual clock (one Hypothesis example per call)."""
+    name, options = virtual_time_backend(backend)
+    anyio.run(fn, backend=name, backend_options=options)
 
 
 @pytest.fixture(params=["trio", "asyncio"])

@@ -10,7 +10,7 @@ is checked against what the gateway did and promised (``docs/resilience.md``).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from itertools import pairwise
 from typing import Any, Self
@@ -46,7 +46,7 @@ from llm_gateway._future import DONE
 from llm_gateway.providers import Provider, open_provider
 from llm_gateway.testing import FakeLLMApi, Fault, FaultCall, FaultPlan, fake_answer
 
-from .conftest import virtual_time_backend
+from .conftest import run_on_virtual_time as run
 
 EPS = 1e-3  # looptime rounds to microseconds; workloads use whole milliseconds
 MODELS = ("a", "b")
@@ -461,11 +461,6 @@ def check(workload: Workload, outcome: Outcome) -> None:
             if later.model == call.model and later.started > call.ended + EPS:
                 event("a call after a 429 pause")
                 assert later.started >= call.ended + pause - EPS
-
-
-def run(backend: str, fn: Callable[[], Any]) -> None:
-    name, options = virtual_time_backend(backend)
-    anyio.run(fn, backend=name, backend_options=options)
 
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])

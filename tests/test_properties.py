@@ -9,7 +9,6 @@ resilience layer promise is checked on what actually happened.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
@@ -34,15 +33,10 @@ from llm_gateway import (
 from llm_gateway._future import QUEUED
 
 from ._support import Call, RecordingGateway, ask, mock_model
-from .conftest import virtual_time_backend
+from .conftest import run_on_virtual_time as run
 
 EPS = 1e-3  # looptime rounds to microseconds; workloads use whole milliseconds
 MODELS = ("a", "b")
-
-
-def run(backend: str, fn: Callable[[], Any]) -> None:
-    name, options = virtual_time_backend(backend)
-    anyio.run(fn, backend=name, backend_options=options)
 
 
 @attrs.frozen

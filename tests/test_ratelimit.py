@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -35,7 +34,7 @@ from llm_gateway._ratelimit import (
 )
 
 from ._support import RecordingGateway, ask, mock_model
-from .conftest import virtual_time_backend
+from .conftest import run_on_virtual_time as run
 
 HIGH, NORMAL, LOW = RequestPriority.HIGH, RequestPriority.NORMAL, RequestPriority.LOW
 SPAN = 60.0 + SKEW_S
@@ -299,11 +298,6 @@ loads = st.builds(
         max_size=30,
     ),
 )
-
-
-def run(backend: str, fn: Callable[[], Any]) -> None:
-    name, options = virtual_time_backend(backend)
-    anyio.run(fn, backend=name, backend_options=options)
 
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
