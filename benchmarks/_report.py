@@ -498,7 +498,9 @@ def markdown(summary: dict[str, Any], results: dict[str, Any], png: str) -> str:
         "The gateway alone, on its built-in zero-latency mock model (no HTTP, so the "
         "gateway's own data structures are all that is measured), `max_concurrency=64`, "
         "`queue_capacity` raised, all N submitted by one `gw.batch()` after a 500-request "
-        f"warm-up. Median of {reps.get('scale', 1)} run(s) per size.\n"
+        "warm-up. Median over runs: "
+        + ", ".join(f"{runs} of {n:,}" for n, runs in config.get("scale_plan", []))
+        + ".\n"
     )
     sizes_seen = sorted({n for pts in summary["scale"].values() for n, _ in pts})
     add("| gateway | " + " | ".join(f"{n:,}" for n in sizes_seen) + " |")
