@@ -13,6 +13,7 @@ import attrs
 from llm_gateway import (
     Gateway,
     GatewayConfig,
+    LimitGroup,
     LLMMessage,
     LLMRequest,
     LLMResponse,
@@ -22,7 +23,6 @@ from llm_gateway import (
 )
 from llm_gateway._batcher import ModelBatcher
 from llm_gateway._future import QUEUED, ResponseFuture
-from llm_gateway._ratelimit import LimitGroup
 from llm_gateway.providers import Provider
 
 

@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 
 from llm_gateway import (
     ConfigError,
+    LimitGroup,
     LLMRequest,
     ModelConfig,
     ProviderError,
+    RateLimitPolicy,
     RequestPriority,
     RequestValidationError,
     Usage,
@@ -25,9 +27,7 @@ from llm_gateway import (
 from llm_gateway._ratelimit import (
     SKEW_S,
     Admission,
-    LimitGroup,
     RateLimiter,
-    RateLimitPolicy,
     _reset_seconds,
     estimate_tokens,
     token_counter,

@@ -14,10 +14,10 @@ from llm_gateway import (
     LLMMessage,
     LLMRequest,
     ModelConfig,
+    RateLimitPolicy,
     RequestPriority,
     RetryPolicy,
 )
-from llm_gateway._ratelimit import RateLimitPolicy
 from llm_gateway.testing import FakeLLMServer, open_fake_llm_server
 from llm_gateway.testing._fake_server import FakeReply, ReceivedRequest
 

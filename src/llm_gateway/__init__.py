@@ -1,7 +1,11 @@
 """llm_gateway: a structured-concurrency gateway through which AI agents reach LLMs."""
 
+from ._config import CooldownPolicy as CooldownPolicy
 from ._config import GatewayConfig as GatewayConfig
+from ._config import LimitGroup as LimitGroup
 from ._config import ModelConfig as ModelConfig
+from ._config import RateLimitPolicy as RateLimitPolicy
+from ._config import RetryPolicy as RetryPolicy
 from ._config import load_config as load_config
 from ._exceptions import AuthenticationError as AuthenticationError
 from ._exceptions import BatchError as BatchError
@@ -31,10 +35,9 @@ from ._models import ModelProvider as ModelProvider
 from ._models import RequestPriority as RequestPriority
 from ._models import ToolCall as ToolCall
 from ._models import Usage as Usage
-from ._retry import CooldownPolicy as CooldownPolicy
-from ._retry import RetryPolicy as RetryPolicy
 from ._stats import GatewayStats as GatewayStats
 from ._stats import LatencySummary as LatencySummary
+from ._stats import LimitGroupStats as LimitGroupStats
 from ._stats import ModelStats as ModelStats
 
 __version__ = "0.1.0"
@@ -50,6 +53,8 @@ __all__ = [
     "GatewayError",
     "GatewayStats",
     "LLMGateway",
+    "LimitGroup",
+    "LimitGroupStats",
     "LLMMessage",
     "LLMRequest",
     "LLMResponse",
@@ -65,6 +70,7 @@ __all__ = [
     "ProviderTimeoutError",
     "QueueFullError",
     "RateLimitError",
+    "RateLimitPolicy",
     "RequestCancelledError",
     "RequestPriority",
     "RequestTimeoutError",

@@ -16,10 +16,184 @@ from cattrs.errors import ClassValidationError
 
 from ._exceptions import ConfigError
 from ._models import ModelProvider, RequestPriority
-from ._ratelimit import LimitGroup, RateLimitPolicy, check_window
-from ._retry import CooldownPolicy, RetryPolicy
 
-__all__ = ["GatewayConfig", "ModelConfig", "load_config"]
+__all__ = [
+    "CooldownPolicy",
+    "GatewayConfig",
+    "LimitGroup",
+    "ModelConfig",
+    "RateLimitPolicy",
+    "RetryPolicy",
+    "load_config",
+]
+
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and (value >= 0 if allow_zero else value > 0)
+    )
+    if not ok or value != value or value == float("inf"):
+        raise ConfigError(
+            f"{name} is {value!r}; use a finite number {'>=' if allow_zero else '>'} 0"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """When and how the gateway retries a failed provider call.
+
+    Retryable: HTTP 408, 409, 429, 500, 502, 503, 504, 529, timeouts and connection errors, and
+    any error whose response says ``x-should-retry: true``. Not retryable: everything else
+    (400, 401, 403, 404, 413, 422, ...) and ``x-should-retry: false``.
+
+    Attributes:
+        max_attempts: The most calls per model for one request (1 turns retries off).
+        backoff_base_s: The first backoff's upper bound; it doubles on each retry.
+        backoff_max_s: The cap of the exponential backoff. The wait is drawn uniformly from
+            ``[0, min(backoff_max_s, backoff_base_s * 2**(retry - 1))]`` (full jitter), and is
+            never shorter than the provider's ``retry-after``.
+        max_retry_after_s: A ``retry-after`` longer than this fails the request at once (with
+            a clear error) instead of sleeping that long.
+        retry_statuses: The HTTP statuses that are retried.
+    """
+
+    max_attempts: int = 4
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 20.0
+    max_retry_after_s: float = 60.0
+    retry_statuses: frozenset[int] = RETRYABLE_STATUSES
+
+    def __attrs_post_init__(self) -> None:
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise ConfigError(f"RetryPolicy.max_attempts is {self.max_attempts!r}; use an int >= 1")
+        if self.max_attempts < 1:
+            raise ConfigError(f"RetryPolicy.max_attempts is {self.max_attempts!r}; use an int >= 1")
+        _positive("RetryPolicy.backoff_base_s", self.backoff_base_s, allow_zero=True)
+        _positive("RetryPolicy.backoff_max_s", self.backoff_max_s, allow_zero=True)
+        _positive("RetryPolicy.max_retry_after_s", self.max_retry_after_s, allow_zero=True)
+
+
+@attrs.frozen(kw_only=True)
+class CooldownPolicy:
+    """When a model stops dispatching for a while (a circuit breaker).
+
+    After ``failure_threshold`` retryable failures in a row that carry no ``retry-after``, or
+    a rate-limit answer (429) with a ``retry-after`` (a pause of exactly that long), the model
+    dispatches nothing until the cooldown ends. Queued requests wait
+    (unless their deadline passes first, or they have a fallback model: then they move there).
+
+    Attributes:
+        failure_threshold: Consecutive retryable failures that start a cooldown.
+        cooldown_s: How long a cooldown started by failures lasts.
+    """
+
+    failure_threshold: int = 5
+    cooldown_s: float = 10.0
+
+    def __attrs_post_init__(self) -> None:
+        threshold = self.failure_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+            raise ConfigError(f"CooldownPolicy.failure_threshold is {threshold!r}; use an int >= 1")
+        _positive("CooldownPolicy.cooldown_s", self.cooldown_s, allow_zero=True)
+
+
+@attrs.frozen(kw_only=True)
+class RateLimitPolicy:
+    """How a model's rate limits are applied (the limits are ``ModelConfig``'s).
+
+    Attributes:
+        high_reserve: The share of each per-minute budget that only HIGH requests may use
+            (0 to 0.9). Default 0: every priority may use all of it, and priority order alone
+            decides who gets it first.
+        default_output_tokens: The output tokens a request is assumed to use when it has no
+            ``max_tokens`` (providers count ``max_tokens`` toward the limit when given).
+        tokenizer: ``"heuristic"`` (about four characters a token, plus a few per message: fast,
+            no dependency) or ``"tiktoken"`` (exact for OpenAI models; ``pip install tiktoken``).
+        window_s: The pacing window. The default, 60, enforces the per-minute limits over
+            every 60-second span. A shorter window enforces the same rate at a finer grain
+            (``limit * window_s / 60`` per window: smoother, for providers that enforce their
+            limits per second).
+    """
+
+    high_reserve: float = 0.0
+    default_output_tokens: int = 1024
+    tokenizer: str = "heuristic"
+    window_s: float = 60.0
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.window_s, int | float) or not 0 < self.window_s <= 60:
+            raise ConfigError(
+                f"RateLimitPolicy.window_s is {self.window_s!r}; use seconds in (0, 60]"
+            )
+        if not isinstance(self.high_reserve, int | float) or not 0 <= self.high_reserve <= 0.9:
+            raise ConfigError(
+                f"RateLimitPolicy.high_reserve is {self.high_reserve!r}; use a share from 0 to 0.9"
+            )
+        if (
+            isinstance(self.default_output_tokens, bool)
+            or not isinstance(self.default_output_tokens, int)
+            or self.default_output_tokens < 0
+        ):
+            raise ConfigError(
+                f"RateLimitPolicy.default_output_tokens is {self.default_output_tokens!r}; "
+                "use an int >= 0"
+            )
+        if self.tokenizer not in ("heuristic", "tiktoken"):
+            raise ConfigError(
+                f"RateLimitPolicy.tokenizer is {self.tokenizer!r}; use 'heuristic' or 'tiktoken'"
+            )
+
+
+@attrs.frozen(kw_only=True)
+class LimitGroup:
+    """A budget several models share (one API key or organisation).
+
+    Attributes:
+        max_requests_per_minute: Requests per minute across the group's models.
+        max_tokens_per_minute: Estimated tokens per minute across the group's models.
+    """
+
+    max_requests_per_minute: int | None = None
+    max_tokens_per_minute: int | None = None
+    window_s: float = 60.0
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.window_s, int | float) or not 0 < self.window_s <= 60:
+            raise ConfigError(f"LimitGroup.window_s is {self.window_s!r}; use seconds in (0, 60]")
+        for name in ("max_requests_per_minute", "max_tokens_per_minute"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ConfigError(f"LimitGroup.{name} is {value!r}; use an int >= 1, or None")
+        check_window(
+            "LimitGroup", self.window_s, self.max_requests_per_minute, self.max_tokens_per_minute
+        )
+
+
+def check_window(where: str, window_s: float, rpm: int | None, tpm: int | None) -> None:
+    """A window must split the minute evenly, and each limit into at least one unit a window.
+
+    Then a limit held in every window is held over every 60-second span too.
+    """
+    if window_s == 60:
+        return
+    windows = 60 / window_s
+    if abs(windows - round(windows)) > 1e-9:
+        raise ConfigError(
+            f"{where}.window_s is {window_s!r}; use a divisor of 60 (1, 2, 5, 10, 30)"
+        )
+    for name, limit in (("max_requests_per_minute", rpm), ("max_tokens_per_minute", tpm)):
+        if limit is not None and limit < round(windows):
+            raise ConfigError(
+                f"{where}.window_s={window_s:g} splits {name}={limit} into less than one per "
+                f"window; use a window of at least {60 / limit:g} s, or 60"
+            )
 
 
 def _secret_repr(value: str | None) -> str:

@@ -26,105 +26,11 @@ import attrs
 from ._exceptions import ConfigError
 from ._models import LLMRequest, RequestPriority
 
-__all__ = ["LimitGroup", "RateLimitPolicy", "RateLimiter", "estimate_tokens"]
+__all__ = ["Admission", "RateLimiter", "estimate_tokens", "token_counter"]
 
 # The provider counts a call when it receives it, a little after we dispatch it: each
 # admission stays in the books this much longer than the window, so the two never disagree.
 SKEW_S = 0.25
-
-
-@attrs.frozen(kw_only=True)
-class RateLimitPolicy:
-    """How a model's rate limits are applied (the limits are ``ModelConfig``'s).
-
-    Attributes:
-        high_reserve: The share of each per-minute budget that only HIGH requests may use
-            (0 to 0.9). Default 0: every priority may use all of it, and priority order alone
-            decides who gets it first.
-        default_output_tokens: The output tokens a request is assumed to use when it has no
-            ``max_tokens`` (providers count ``max_tokens`` toward the limit when given).
-        tokenizer: ``"heuristic"`` (about four characters a token, plus a few per message: fast,
-            no dependency) or ``"tiktoken"`` (exact for OpenAI models; ``pip install tiktoken``).
-        window_s: The pacing window. The default, 60, enforces the per-minute limits over
-            every 60-second span. A shorter window enforces the same rate at a finer grain
-            (``limit * window_s / 60`` per window: smoother, for providers that enforce their
-            limits per second).
-    """
-
-    high_reserve: float = 0.0
-    default_output_tokens: int = 1024
-    tokenizer: str = "heuristic"
-    window_s: float = 60.0
-
-    def __attrs_post_init__(self) -> None:
-        if not isinstance(self.window_s, int | float) or not 0 < self.window_s <= 60:
-            raise ConfigError(
-                f"RateLimitPolicy.window_s is {self.window_s!r}; use seconds in (0, 60]"
-            )
-        if not isinstance(self.high_reserve, int | float) or not 0 <= self.high_reserve <= 0.9:
-            raise ConfigError(
-                f"RateLimitPolicy.high_reserve is {self.high_reserve!r}; use a share from 0 to 0.9"
-            )
-        if (
-            isinstance(self.default_output_tokens, bool)
-            or not isinstance(self.default_output_tokens, int)
-            or self.default_output_tokens < 0
-        ):
-            raise ConfigError(
-                f"RateLimitPolicy.default_output_tokens is {self.default_output_tokens!r}; "
-                "use an int >= 0"
-            )
-        if self.tokenizer not in ("heuristic", "tiktoken"):
-            raise ConfigError(
-                f"RateLimitPolicy.tokenizer is {self.tokenizer!r}; use 'heuristic' or 'tiktoken'"
-            )
-
-
-@attrs.frozen(kw_only=True)
-class LimitGroup:
-    """A budget several models share (one API key or organisation).
-
-    Attributes:
-        max_requests_per_minute: Requests per minute across the group's models.
-        max_tokens_per_minute: Estimated tokens per minute across the group's models.
-    """
-
-    max_requests_per_minute: int | None = None
-    max_tokens_per_minute: int | None = None
-    window_s: float = 60.0
-
-    def __attrs_post_init__(self) -> None:
-        if not isinstance(self.window_s, int | float) or not 0 < self.window_s <= 60:
-            raise ConfigError(f"LimitGroup.window_s is {self.window_s!r}; use seconds in (0, 60]")
-        for name in ("max_requests_per_minute", "max_tokens_per_minute"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                raise ConfigError(f"LimitGroup.{name} is {value!r}; use an int >= 1, or None")
-        check_window(
-            "LimitGroup", self.window_s, self.max_requests_per_minute, self.max_tokens_per_minute
-        )
-
-
-def check_window(where: str, window_s: float, rpm: int | None, tpm: int | None) -> None:
-    """A window must split the minute evenly, and each limit into at least one unit a window.
-
-    Then a limit held in every window is held over every 60-second span too.
-    """
-    if window_s == 60:
-        return
-    windows = 60 / window_s
-    if abs(windows - round(windows)) > 1e-9:
-        raise ConfigError(
-            f"{where}.window_s is {window_s!r}; use a divisor of 60 (1, 2, 5, 10, 30)"
-        )
-    for name, limit in (("max_requests_per_minute", rpm), ("max_tokens_per_minute", tpm)):
-        if limit is not None and limit < round(windows):
-            raise ConfigError(
-                f"{where}.window_s={window_s:g} splits {name}={limit} into less than one per "
-                f"window; use a window of at least {60 / limit:g} s, or 60"
-            )
 
 
 def _heuristic_count(text: str) -> int:

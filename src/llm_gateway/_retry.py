@@ -12,87 +12,14 @@ from collections.abc import Sequence
 
 import attrs
 
+from ._config import RetryPolicy
 from ._exceptions import (
-    ConfigError,
     ProviderConnectionError,
     ProviderError,
     ProviderTimeoutError,
 )
 
-__all__ = ["CooldownPolicy", "Decision", "RetryPolicy", "decide", "describe_attempt", "jitter"]
-
-RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
-
-
-def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and (value >= 0 if allow_zero else value > 0)
-    )
-    if not ok or value != value or value == float("inf"):
-        raise ConfigError(
-            f"{name} is {value!r}; use a finite number {'>=' if allow_zero else '>'} 0"
-        )
-
-
-@attrs.frozen(kw_only=True)
-class RetryPolicy:
-    """When and how the gateway retries a failed provider call.
-
-    Retryable: HTTP 408, 409, 429, 500, 502, 503, 504, 529, timeouts and connection errors, and
-    any error whose response says ``x-should-retry: true``. Not retryable: everything else
-    (400, 401, 403, 404, 413, 422, ...) and ``x-should-retry: false``.
-
-    Attributes:
-        max_attempts: The most calls per model for one request (1 turns retries off).
-        backoff_base_s: The first backoff's upper bound; it doubles on each retry.
-        backoff_max_s: The cap of the exponential backoff. The wait is drawn uniformly from
-            ``[0, min(backoff_max_s, backoff_base_s * 2**(retry - 1))]`` (full jitter), and is
-            never shorter than the provider's ``retry-after``.
-        max_retry_after_s: A ``retry-after`` longer than this fails the request at once (with
-            a clear error) instead of sleeping that long.
-        retry_statuses: The HTTP statuses that are retried.
-    """
-
-    max_attempts: int = 4
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 20.0
-    max_retry_after_s: float = 60.0
-    retry_statuses: frozenset[int] = RETRYABLE_STATUSES
-
-    def __attrs_post_init__(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
-            raise ConfigError(f"RetryPolicy.max_attempts is {self.max_attempts!r}; use an int >= 1")
-        if self.max_attempts < 1:
-            raise ConfigError(f"RetryPolicy.max_attempts is {self.max_attempts!r}; use an int >= 1")
-        _positive("RetryPolicy.backoff_base_s", self.backoff_base_s, allow_zero=True)
-        _positive("RetryPolicy.backoff_max_s", self.backoff_max_s, allow_zero=True)
-        _positive("RetryPolicy.max_retry_after_s", self.max_retry_after_s, allow_zero=True)
-
-
-@attrs.frozen(kw_only=True)
-class CooldownPolicy:
-    """When a model stops dispatching for a while (a circuit breaker).
-
-    After ``failure_threshold`` retryable failures in a row that carry no ``retry-after``, or
-    a rate-limit answer (429) with a ``retry-after`` (a pause of exactly that long), the model
-    dispatches nothing until the cooldown ends. Queued requests wait
-    (unless their deadline passes first, or they have a fallback model: then they move there).
-
-    Attributes:
-        failure_threshold: Consecutive retryable failures that start a cooldown.
-        cooldown_s: How long a cooldown started by failures lasts.
-    """
-
-    failure_threshold: int = 5
-    cooldown_s: float = 10.0
-
-    def __attrs_post_init__(self) -> None:
-        threshold = self.failure_threshold
-        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
-            raise ConfigError(f"CooldownPolicy.failure_threshold is {threshold!r}; use an int >= 1")
-        _positive("CooldownPolicy.cooldown_s", self.cooldown_s, allow_zero=True)
+__all__ = ["Decision", "decide", "describe_attempt", "describe_attempts", "is_retryable", "jitter"]
 
 
 @attrs.frozen
