@@ -59,12 +59,10 @@ class ScriptedGateway(Gateway):
     """A real Gateway whose SDK adapters talk to ``api`` through a MockTransport."""
 
     def __init__(self, models: Mapping[str, ModelConfig], api: ScriptedApi) -> None:
-        super().__init__(models=models, log_dir=None)
+        super().__init__(models=models, log_dir=None, provider_factory=self._open)
         self.api = api
 
-    def _open_provider(
-        self, model_id: str, config: ModelConfig
-    ) -> AbstractAsyncContextManager[Provider]:
+    def _open(self, model_id: str, config: ModelConfig) -> AbstractAsyncContextManager[Provider]:
         return open_provider(model_id, config, http_client=self.api.client())
 
 

@@ -102,7 +102,8 @@ class RecordingGateway(Gateway):
         headers: Callable[[LLMRequest], Mapping[str, str]] = lambda r: {},
     ) -> None:
         super().__init__(
-            GatewayConfig(models=models, log_dir=log_dir, limit_groups=limit_groups or {})
+            GatewayConfig(models=models, log_dir=log_dir, limit_groups=limit_groups or {}),
+            provider_factory=self._open,
         )
         self.calls: list[Call] = []
         self.providers: dict[str, RecordingProvider] = {}
@@ -111,9 +112,7 @@ class RecordingGateway(Gateway):
         self._latency, self._fail = latency, fail
         self._usage, self._headers = usage, headers
 
-    def _open_provider(
-        self, model_id: str, config: ModelConfig
-    ) -> AbstractAsyncContextManager[Provider]:
+    def _open(self, model_id: str, config: ModelConfig) -> AbstractAsyncContextManager[Provider]:
         provider = RecordingProvider(
             model_id, self._latency, self._fail, self.calls, self._usage, self._headers
         )

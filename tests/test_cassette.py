@@ -26,6 +26,7 @@ from llm_gateway import (
     RequestPriority,
     ToolCall,
 )
+from llm_gateway.providers import open_provider
 from llm_gateway.testing import (
     CassetteMissError,
     MockError,
@@ -72,10 +73,14 @@ def recorded_models(tmp_path: Path) -> dict[str, ModelConfig]:
 class SmartIsMock(Gateway):
     """A real Gateway, except that "smart" (a claude-opus model) is served by the mock."""
 
-    def _open_provider(self, model_id: str, config: ModelConfig) -> Any:
-        if config.provider.value == "claude-opus":
-            config = ModelConfig(provider="mock", model_name=config.model_name)
-        return super()._open_provider(model_id, config)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, provider_factory=_smart_is_mock, **kwargs)
+
+
+def _smart_is_mock(model_id: str, config: ModelConfig) -> Any:
+    if config.provider.value == "claude-opus":
+        config = ModelConfig(provider="mock", model_name=config.model_name)
+    return open_provider(model_id, config)
 
 
 def tool_turn() -> LLMRequest:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from itertools import pairwise
 from typing import Any, Self
 
@@ -226,16 +226,11 @@ class FaultGateway(Gateway):
     """A real Gateway whose SDK adapters talk to ``api`` through a MockTransport."""
 
     def __init__(self, models: Mapping[str, ModelConfig], api: FakeLLMApi) -> None:
-        super().__init__(models=models, log_dir=None)
+        super().__init__(models=models, log_dir=None, provider_factory=self._counting)
         self.api = api
         self.attempts: dict[str, list[Attempt]] = defaultdict(list)
         self.providers: dict[str, CountingProvider] = {}
         self.resolutions: dict[str, int] = defaultdict(int)
-
-    def _open_provider(
-        self, model_id: str, config: ModelConfig
-    ) -> AbstractAsyncContextManager[Provider]:
-        return self._counting(model_id, config)
 
     @asynccontextmanager
     async def _counting(self, model_id: str, config: ModelConfig) -> AsyncGenerator[Provider]:

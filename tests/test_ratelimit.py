@@ -29,9 +29,8 @@ from llm_gateway._ratelimit import (
     Admission,
     RateLimiter,
     _reset_seconds,
-    estimate_tokens,
-    token_counter,
 )
+from llm_gateway._tokens import estimate_tokens, token_counter
 
 from ._support import RecordingGateway, ask, mock_model
 from .conftest import run_on_virtual_time as run

@@ -38,9 +38,10 @@ from ._future import BACKOFF, DONE, QUEUED, RUNNING, ResponseFuture
 from ._logs import BATCHES, ERRORS, JsonlLog, utc_timestamp
 from ._models import LLMRequest, LLMResponse, RequestPriority
 from ._queue import PriorityQueue
-from ._ratelimit import Admission, RateLimiter, estimate_tokens, token_counter
+from ._ratelimit import Admission, RateLimiter
 from ._retry import Decision, decide, describe_attempts, is_retryable, jitter
 from ._stats import ModelStats, StatsRecorder, summarise
+from ._tokens import estimate_tokens, token_counter
 from .providers._base import Provider
 
 __all__ = ["ModelBatcher"]

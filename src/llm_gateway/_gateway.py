@@ -6,7 +6,7 @@ import enum
 import math
 import os
 from collections.abc import AsyncGenerator, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final, Literal, Self, cast, overload
 
 import anyio
@@ -26,7 +26,7 @@ from ._logs import JsonlLog
 from ._models import LLMRequest, LLMResponse
 from ._ratelimit import RateLimiter
 from ._stats import GatewayStats, LimitGroupStats, total_snapshot
-from .providers._base import Provider
+from .providers._base import ProviderFactory
 from .providers._open import open_provider
 
 __all__ = ["Gateway", "LLMGateway"]
@@ -63,6 +63,9 @@ class Gateway(anyio.AsyncContextManagerMixin):
         record_to: Opt-in recording: write every successful request -> response pair to this
             cassette file (JSON) when the gateway closes, for ``MockLLMGateway(cassette=...)``
             to replay. Keys and headers are never written. See ``docs/testing.md``.
+        provider_factory: Opens each model's provider (see
+            :data:`llm_gateway.providers.ProviderFactory`); the built-in adapters by default.
+            Test doubles such as ``MockLLMGateway`` plug their providers in here.
 
     Raises:
         ConfigError: The configuration is invalid (the message names the field).
@@ -75,6 +78,7 @@ class Gateway(anyio.AsyncContextManagerMixin):
         *,
         models: Mapping[str, ModelConfig] | None = None,
         record_to: str | os.PathLike[str] | None = None,
+        provider_factory: ProviderFactory | None = None,
     ) -> None:
         if (config is None) == (models is None):
             raise ConfigError("give the gateway either a config or models=, exactly one of them")
@@ -85,6 +89,7 @@ class Gateway(anyio.AsyncContextManagerMixin):
         """The gateway's configuration."""
         self._state = _State.NEW
         self._record_to = None if record_to is None else os.fspath(record_to)
+        self._provider_factory: ProviderFactory = provider_factory or open_provider
         self._batchers: dict[str, ModelBatcher] = {}
         self._opened_at = self._closed_at = math.nan
         self._group_limiters = {
@@ -104,11 +109,6 @@ class Gateway(anyio.AsyncContextManagerMixin):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._state.value} models={list(self.config.models)}>"
-
-    def _open_provider(
-        self, model_id: str, config: ModelConfig
-    ) -> AbstractAsyncContextManager[Provider]:
-        return open_provider(model_id, config)
 
     def _limiters_for(self, model_id: str, model: ModelConfig) -> tuple[RateLimiter, ...]:
         limiters = []
@@ -136,7 +136,7 @@ class Gateway(anyio.AsyncContextManagerMixin):
             async with _closing_shielded(AsyncExitStack()) as providers:
                 opened = {
                     model_id: await providers.enter_async_context(
-                        self._open_provider(model_id, model)
+                        self._provider_factory(model_id, model)
                     )
                     for model_id, model in self.config.models.items()
                 }

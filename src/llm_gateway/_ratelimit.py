@@ -23,51 +23,13 @@ from datetime import datetime
 
 import attrs
 
-from ._exceptions import ConfigError
-from ._models import LLMRequest, RequestPriority
+from ._models import RequestPriority
 
-__all__ = ["Admission", "RateLimiter", "estimate_tokens", "token_counter"]
+__all__ = ["Admission", "RateLimiter"]
 
 # The provider counts a call when it receives it, a little after we dispatch it: each
 # admission stays in the books this much longer than the window, so the two never disagree.
 SKEW_S = 0.25
-
-
-def _heuristic_count(text: str) -> int:
-    return math.ceil(len(text) / 4)
-
-
-def token_counter(tokenizer: str, model_name: str) -> Callable[[str], int]:
-    """A function counting the tokens of a text."""
-    if tokenizer == "heuristic":
-        return _heuristic_count
-    try:
-        import tiktoken
-    except ImportError:
-        raise ConfigError(
-            "RateLimitPolicy.tokenizer is 'tiktoken' but tiktoken is not installed; "
-            "pip install tiktoken, or use tokenizer = 'heuristic'"
-        ) from None
-    try:
-        encoding = tiktoken.encoding_for_model(model_name)
-    except KeyError:
-        encoding = tiktoken.get_encoding("o200k_base")
-    return lambda text: len(encoding.encode(text, disallowed_special=()))
-
-
-def estimate_tokens(
-    request: LLMRequest, count: Callable[[str], int], default_output_tokens: int
-) -> int:
-    """Tokens a request is expected to use: its input, tools, and the output it may produce."""
-    total = 3  # reply priming
-    for message in request.messages:
-        total += 4 + count(message.content)
-        for call in message.tool_calls:
-            total += count(call.name) + count(str(dict(call.arguments)))
-    for tool in request.tools:
-        total += count(tool.name) + count(tool.description) + count(str(dict(tool.input_schema)))
-    output = request.max_tokens if request.max_tokens is not None else default_output_tokens
-    return total + output
 
 
 @attrs.define(eq=False)

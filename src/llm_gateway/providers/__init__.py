@@ -1,6 +1,7 @@
 """Provider adapters: how the gateway reaches each kind of model."""
 
 from ._base import Provider as Provider
+from ._base import ProviderFactory as ProviderFactory
 from ._mock import MockError as MockError
 from ._mock import MockFixture as MockFixture
 from ._mock import MockFixtures as MockFixtures
@@ -17,5 +18,6 @@ __all__ = [
     "MockProvider",
     "MockScript",
     "Provider",
+    "ProviderFactory",
     "open_provider",
 ]

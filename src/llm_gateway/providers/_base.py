@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
+from .._config import ModelConfig
 from .._models import LLMRequest, LLMResponse
 
-__all__ = ["Provider"]
+__all__ = ["Provider", "ProviderFactory"]
 
 
 @runtime_checkable
@@ -28,3 +31,9 @@ class Provider(Protocol):
             GatewayError: A subclass (usually :class:`ProviderError`) describing the failure.
         """
         ...
+
+
+ProviderFactory = Callable[[str, ModelConfig], AbstractAsyncContextManager[Provider]]
+"""Opens one model's provider: called with the model id and its configuration when the gateway
+opens; the gateway enters the returned context manager and exits it when it closes.
+``llm_gateway.providers.open_provider`` is the default."""

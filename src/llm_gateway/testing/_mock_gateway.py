@@ -93,7 +93,7 @@ class MockLLMGateway(Gateway):
                 } or None
         if config is None and models is None:
             models = {"mock": ModelConfig(provider=ModelProvider.MOCK, model_name="mock")}
-        super().__init__(config, log_dir, models=models)
+        super().__init__(config, log_dir, models=models, provider_factory=self._open)
         self.script = MockScript(
             fixtures=scripted,
             latency_s=float(latency_s),
@@ -126,9 +126,7 @@ class MockLLMGateway(Gateway):
         """Every :class:`CassetteMissError` raised so far (even those the agent caught)."""
         return self.script.misses
 
-    def _open_provider(
-        self, model_id: str, config: ModelConfig
-    ) -> AbstractAsyncContextManager[Provider]:
+    def _open(self, model_id: str, config: ModelConfig) -> AbstractAsyncContextManager[Provider]:
         return _opened(MockProvider(model_id, config.model_name, self.script))
 
 
