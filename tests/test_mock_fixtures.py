@@ -243,11 +243,13 @@ async def test_on_missing_error_names_the_request_and_never_its_text() -> None:
     assert gw.misses == [error]
 
 
-def test_mock_gateway_rejects_a_bad_on_missing_or_latency() -> None:
+def test_mock_gateway_rejects_a_bad_on_missing_latency_or_keep_history() -> None:
     with pytest.raises(ConfigError, match="on_missing"):
         MockLLMGateway(on_missing="ignore")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="latency_s"):
         MockLLMGateway(latency_s=-1)
+    with pytest.raises(ConfigError, match="keep_history is 'no'; use True or False"):
+        MockLLMGateway(keep_history="no")  # type: ignore[arg-type]
 
 
 # -- the file format -----------------------------------------------------------------------
@@ -295,7 +297,12 @@ BAD_DOCUMENTS: list[tuple[Any, str]] = [
     ({"fixtures": [{"match": {"request_hash": "abc"}}]}, r"fixtures\[0\]\.match\.request_hash"),
     ({"fixtures": [{"match": {"last_role": "bot"}}]}, r"fixtures\[0\]\.match\.last_role"),
     ({"fixtures": [{}, {"error": {"status_code": 42}}]}, r"fixtures\[1\]\.error\.status_code"),
-    ({"fixtures": [{"usage": {"input_tokens": -3}}]}, r"fixtures\[0\]\.usage\.input_tokens"),
+    (
+        {"fixtures": [{"usage": {"input_tokens": -3}}]},
+        # The mock's own check, or Usage's validator (which names its class, and cattrs the path).
+        r"fixtures\[0\]\.usage\.input_tokens is -3"
+        r"|Usage\.input_tokens .* -3 @ \$\.fixtures\[0\]\.usage$",
+    ),
     (
         {"fixtures": [{"request": {"model": "m", "messages": [{"role": "tool"}]}}]},
         r"tool_call_id is required",

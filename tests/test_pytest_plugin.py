@@ -17,6 +17,7 @@ import trio
 import trio.testing
 
 from llm_gateway import (
+    ConfigError,
     LLMMessage,
     LLMRequest,
     ModelConfig,
@@ -69,16 +70,25 @@ async def test_anyio_style_with_a_fixtures_file_from_the_marker(
     assert (await mock_gateway.request(second)).content == "It is sunny in Oslo."
 
 
+@pytest.mark.anyio
+@pytest.mark.llm_gateway(keep_history=False)
+async def test_the_marker_can_turn_the_request_history_off(mock_gateway: MockLLMGateway) -> None:
+    await mock_gateway.request(ask("mock", "hi", priority=HIGH))
+    with pytest.raises(ConfigError, match="keep_history=True"):
+        mock_gateway.received  # noqa: B018
+
+
 # -- trio style: pytest-trio ---------------------------------------------------------------
 
 
 @pytest.mark.trio
+@pytest.mark.llm_gateway(latency_s=60.0)
 async def test_trio_style_gets_an_open_mock_gateway(
     autojump_clock: trio.testing.MockClock, mock_gateway: MockLLMGateway
 ) -> None:
-    response = await mock_gateway.request(ask("mock", "hi"))  # NORMAL: waits for its batch
+    response = await mock_gateway.request(ask("mock", "hi", priority=HIGH))
     assert response.content.startswith("Mock answer ")
-    assert trio.current_time() == pytest.approx(0.1, abs=1e-6)  # virtual time
+    assert trio.current_time() == pytest.approx(60.0, abs=1e-6)  # a minute of virtual time
 
 
 @pytest.mark.trio

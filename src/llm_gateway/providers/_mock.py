@@ -16,7 +16,7 @@ import tempfile
 from collections import deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -27,6 +27,7 @@ from cattrs.errors import ClassValidationError
 
 from .._exceptions import ConfigError, GatewayError, ProviderError, status_error_type
 from .._models import ROLES, LLMMessage, LLMRequest, LLMResponse, LLMTool, ToolCall, Usage
+from .._tokens import heuristic_count
 
 __all__ = [
     "FORMAT_VERSION",
@@ -48,6 +49,7 @@ FORMAT_VERSION: Final = 1
 OnMissing = Literal["error", "default"]
 
 _HASH = re.compile(r"[0-9a-f]{64}")
+_T = TypeVar("_T")
 
 
 class CassetteMissError(GatewayError):
@@ -487,7 +489,11 @@ class MockFixtures:
         }
 
     def dump(self, path: str | os.PathLike[str]) -> None:
-        """Write the JSON form to ``path`` (atomically: a reader never sees half a file)."""
+        """Write the JSON form to ``path`` atomically.
+
+        It is written to a temporary file in the same directory, then renamed over ``path``: a
+        reader never sees half a file, and a failed write leaves the previous file unchanged.
+        """
         path = Path(path)
         data = self.to_dict()
         try:
@@ -500,6 +506,9 @@ class MockFixtures:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text + "\n")
+                # On disk before the rename: a crash then leaves the old file or the new one.
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -525,9 +534,22 @@ class MockFixtures:
         }
 
 
+def _kept(history: list[_T] | None, name: str) -> list[_T]:
+    if history is None:
+        raise ConfigError(
+            f"this mock keeps no request history, so it has no {name}; construct it with "
+            "keep_history=True (MockLLMGateway's default) to read it"
+        )
+    return history
+
+
 @attrs.define
 class MockScript:
-    """What every mock provider of one gateway shares: fixtures, latency, failures, records.
+    """What every mock provider of one gateway shares: fixtures, latency, failures, history.
+
+    Args:
+        keep_history: Keep :attr:`received` and :attr:`misses`. Off by default: a long-running
+            gateway on the mock provider must not keep every request it served.
 
     Attributes:
         fixtures: Scripted answers.
@@ -535,20 +557,45 @@ class MockScript:
         on_missing: What a request no fixture matches gets: ``"default"``, the deterministic
             default answer; ``"error"``, a :class:`CassetteMissError`.
         source: The file the fixtures came from, for error messages.
-        received: Every request that reached a mock provider, in arrival order (requests
-            cancelled before dispatch never get here).
-        misses: Every :class:`CassetteMissError` raised, in order (also when the code under
-            test caught it).
     """
 
     fixtures: MockFixtures = attrs.field(factory=MockFixtures)
     latency_s: float = 0.0
     on_missing: OnMissing = "default"
     source: str | None = None
-    received: list[LLMRequest] = attrs.field(factory=list)
-    misses: list[CassetteMissError] = attrs.field(factory=list)
-    _failures: deque[tuple[str | None, MockError]] = attrs.field(factory=deque, alias="_failures")
-    _answers: deque[tuple[str | None, MockFixture]] = attrs.field(factory=deque, alias="_answers")
+    keep_history: bool = attrs.field(default=False, kw_only=True)
+    _received: list[LLMRequest] | None = attrs.field(init=False, repr=False)
+    _misses: list[CassetteMissError] | None = attrs.field(init=False, repr=False)
+    _failures: deque[tuple[str | None, MockError]] = attrs.field(factory=deque, init=False)
+    _answers: deque[tuple[str | None, MockFixture]] = attrs.field(factory=deque, init=False)
+
+    @_received.default
+    def _received_default(self) -> list[LLMRequest] | None:
+        return [] if self.keep_history else None
+
+    @_misses.default
+    def _misses_default(self) -> list[CassetteMissError] | None:
+        return [] if self.keep_history else None
+
+    @property
+    def received(self) -> list[LLMRequest]:
+        """Every request that reached a mock provider, in arrival order (requests cancelled
+        before dispatch never get here).
+
+        Raises:
+            ConfigError: The script was made without ``keep_history=True``.
+        """
+        return _kept(self._received, "received requests")
+
+    @property
+    def misses(self) -> list[CassetteMissError]:
+        """Every :class:`CassetteMissError` raised, in order (also when the code under test
+        caught it).
+
+        Raises:
+            ConfigError: The script was made without ``keep_history=True``.
+        """
+        return _kept(self._misses, "misses")
 
     def fail_next(
         self, count: int = 1, *, error: MockError | None = None, model: str | None = None
@@ -593,10 +640,13 @@ class MockScript:
         answer: MockFixture | None = self._take(self._answers, model_id)
         return answer
 
+    def _served(self, request: LLMRequest) -> None:
+        if self._received is not None:
+            self._received.append(request)
 
-def estimate_tokens(text: str) -> int:
-    """A rough token count (about four characters a token)."""
-    return math.ceil(len(text) / 4)
+    def _missed(self, miss: CassetteMissError) -> None:
+        if self._misses is not None:
+            self._misses.append(miss)
 
 
 def default_answer(digest: str, model_name: str) -> str:
@@ -622,7 +672,7 @@ class MockProvider:
     async def complete(self, request: LLMRequest) -> LLMResponse:
         """Answer ``request`` as described in the class docstring."""
         script = self.script
-        script.received.append(request)
+        script._served(request)
         digest = request_digest(request)
         fixture = script._take_answer(self.model_id)
         if fixture is None:
@@ -635,7 +685,7 @@ class MockProvider:
                 request_hash=digest,
                 source=script.source,
             )
-            script.misses.append(miss)
+            script._missed(miss)
             raise miss
         latency = script.latency_s
         if fixture is not None and fixture.latency_s is not None:
@@ -660,8 +710,8 @@ class MockProvider:
             usage, finish_reason = fixture.usage, fixture.finish_reason
             provider_request_id = fixture.provider_request_id or provider_request_id
         if usage is None:
-            prompt = sum(estimate_tokens(m.content) + 4 for m in request.messages)
-            usage = Usage(input_tokens=prompt, output_tokens=estimate_tokens(content))
+            prompt = sum(heuristic_count(m.content) + 4 for m in request.messages)
+            usage = Usage(input_tokens=prompt, output_tokens=heuristic_count(content))
         return LLMResponse(
             request_id=request.request_id,
             content=content,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncGenerator, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from .._config import GatewayConfig, ModelConfig
@@ -52,12 +53,16 @@ class MockLLMGateway(Gateway):
             :class:`CassetteMissError` naming it; ``"default"``, the deterministic default
             answer. ``None`` (the default): ``"error"`` with a cassette, else ``"default"``.
         latency_s: Simulated latency of every call (a fixture may set its own).
+        keep_history: Keep every request that reached the provider (:attr:`received`) and
+            every miss (:attr:`misses`); on by default. Turn it off for long runs (soak tests,
+            benchmarks) that would otherwise hold every request until the gateway is dropped;
+            reading ``received`` or ``misses`` then raises :class:`ConfigError`.
 
     Raises:
         ConfigError: The configuration, fixtures or cassette are invalid (naming the field).
 
     Attributes:
-        script: The shared mock state: fixtures, latency, scripted failures, received requests.
+        script: The shared mock state: fixtures, latency, scripted failures, history.
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class MockLLMGateway(Gateway):
         cassette: str | os.PathLike[str] | None = None,
         on_missing: OnMissing | None = None,
         latency_s: float = 0.0,
+        keep_history: bool = True,
     ) -> None:
         if on_missing not in (None, "error", "default"):
             raise ConfigError(f"on_missing is {on_missing!r}; use 'error' or 'default'")
@@ -93,17 +99,26 @@ class MockLLMGateway(Gateway):
                 } or None
         if config is None and models is None:
             models = {"mock": ModelConfig(provider=ModelProvider.MOCK, model_name="mock")}
-        super().__init__(config, log_dir, models=models, provider_factory=self._open)
+        if not isinstance(keep_history, bool):
+            raise ConfigError(f"keep_history is {keep_history!r}; use True or False")
         self.script = MockScript(
             fixtures=scripted,
             latency_s=float(latency_s),
             on_missing=on_missing or ("error" if cassette is not None else "default"),
             source=source,
+            keep_history=keep_history,
+        )
+        super().__init__(
+            config, log_dir, models=models, provider_factory=partial(_open_mock, self.script)
         )
 
     @property
     def received(self) -> list[LLMRequest]:
-        """Every request that reached the provider, in order (cancelled-in-queue ones never do)."""
+        """Every request that reached the provider, in order (cancelled-in-queue ones never do).
+
+        Raises:
+            ConfigError: The gateway was made with ``keep_history=False``.
+        """
         return self.script.received
 
     def fail_next(
@@ -123,13 +138,17 @@ class MockLLMGateway(Gateway):
 
     @property
     def misses(self) -> list[CassetteMissError]:
-        """Every :class:`CassetteMissError` raised so far (even those the agent caught)."""
-        return self.script.misses
+        """Every :class:`CassetteMissError` raised so far (even those the agent caught).
 
-    def _open(self, model_id: str, config: ModelConfig) -> AbstractAsyncContextManager[Provider]:
-        return _opened(MockProvider(model_id, config.model_name, self.script))
+        Raises:
+            ConfigError: The gateway was made with ``keep_history=False``.
+        """
+        return self.script.misses
 
 
 @asynccontextmanager
-async def _opened(provider: Provider) -> AsyncGenerator[Provider]:
-    yield provider
+async def _open_mock(
+    script: MockScript, model_id: str, config: ModelConfig
+) -> AsyncGenerator[Provider]:
+    """The provider factory of a :class:`MockLLMGateway`: every model on the shared script."""
+    yield MockProvider(model_id, config.model_name, script)

@@ -29,7 +29,16 @@ from ._mock_gateway import MockLLMGateway
 MARKER = "llm_gateway"
 RECORD_OPTION = "--llm-gateway-record"
 OPTIONS = frozenset(
-    {"config", "models", "fixtures", "cassette", "on_missing", "latency_s", "log_dir"}
+    {
+        "config",
+        "models",
+        "fixtures",
+        "cassette",
+        "on_missing",
+        "latency_s",
+        "log_dir",
+        "keep_history",
+    }
 )
 _PATH_OPTIONS = ("config", "fixtures", "cassette")
 
@@ -51,8 +60,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{MARKER}(config=None, models=None, fixtures=None, cassette=None, on_missing=None, "
-        "latency_s=0.0): configure the mock_gateway fixture (MockLLMGateway arguments; "
-        "relative paths are relative to the test file)",
+        "latency_s=0.0, keep_history=True): configure the mock_gateway fixture "
+        "(MockLLMGateway arguments; relative paths are relative to the test file)",
     )
 
 
@@ -111,7 +120,7 @@ async def mock_gateway(
 
     Works in ``@pytest.mark.trio`` tests (pytest-trio) and ``@pytest.mark.anyio`` tests (both
     backends). Configure it with ``@pytest.mark.llm_gateway(fixtures=..., cassette=...,
-    models=..., config=..., on_missing=..., latency_s=...)`` or by overriding
+    models=..., config=..., on_missing=..., latency_s=..., keep_history=...)`` or by overriding
     ``mock_gateway_options``. With ``pytest --llm-gateway-record``, in a test with a
     ``cassette``, it is a real :class:`Gateway` recording to that cassette instead.
     """
