@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from llm_gateway import (
     RequestPriority,
     ToolCall,
 )
-from llm_gateway.providers import open_provider
+from llm_gateway.providers import Provider, open_provider
 from llm_gateway.testing import (
     CassetteMissError,
     MockError,
@@ -70,17 +71,22 @@ def recorded_models(tmp_path: Path) -> dict[str, ModelConfig]:
     }
 
 
-class SmartIsMock(Gateway):
-    """A real Gateway, except that "smart" (a claude-opus model) is served by the mock."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, provider_factory=_smart_is_mock, **kwargs)
-
-
-def _smart_is_mock(model_id: str, config: ModelConfig) -> Any:
+def smart_is_mock(model_id: str, config: ModelConfig) -> AbstractAsyncContextManager[Provider]:
+    """The provider factory of a real Gateway whose claude-opus model is served by the mock."""
     if config.provider.value == "claude-opus":
         config = ModelConfig(provider="mock", model_name=config.model_name)
     return open_provider(model_id, config)
+
+
+def answer(response: LLMResponse) -> tuple[Any, ...]:
+    """What a cassette records of a response, and replay must give back."""
+    return (
+        response.content,
+        response.tool_calls,
+        response.usage,
+        response.finish_reason,
+        response.provider_request_id,
+    )
 
 
 def tool_turn() -> LLMRequest:
@@ -104,8 +110,11 @@ async def record(tmp_path: Path, cassette: Path) -> list[LLMResponse]:
         tool_turn(),
         ask("claude-opus", "plan", priority=HIGH),
     ]
-    async with SmartIsMock(
-        models=recorded_models(tmp_path), log_dir=None, record_to=cassette
+    async with Gateway(
+        models=recorded_models(tmp_path),
+        log_dir=None,
+        record_to=cassette,
+        provider_factory=smart_is_mock,
     ) as gw:
         responses = [await gw.request(r) for r in requests]
         await gw.request(ask("fast", "hello", priority=HIGH))  # a repeat: recorded once
@@ -168,14 +177,7 @@ async def test_replay_gives_the_recorded_answers_with_the_recorded_models(
         replayed = [await gw.request(r) for r in requests]
         with pytest.raises(CassetteMissError) as miss:
             await gw.request(ask("fast", "never recorded", priority=HIGH, request_id="r-9"))
-    for old, new in zip(recorded, replayed, strict=True):
-        assert (new.content, new.tool_calls, new.usage, new.finish_reason) == (
-            old.content,
-            old.tool_calls,
-            old.usage,
-            old.finish_reason,
-        )
-        assert new.provider_request_id == old.provider_request_id
+    assert [answer(r) for r in replayed] == [answer(r) for r in recorded]
     assert replayed[0].content == "Hi, recorded."  # not the mock's default answer
     assert replayed[2].model == "smart"
     assert miss.value.request_id == "r-9" and str(cassette) in str(miss.value)
@@ -221,14 +223,7 @@ async def test_the_cassette_is_written_when_the_block_fails(tmp_path: Path) -> N
 def outcome(result: LLMResponse | BaseException) -> Any:
     if isinstance(result, BaseException):
         return (type(result).__name__, str(result))
-    return (
-        result.content,
-        result.tool_calls,
-        result.usage,
-        result.finish_reason,
-        result.provider_request_id,
-        round(result.latency_ms, 1),
-    )
+    return (*answer(result), round(result.latency_ms, 1))
 
 
 async def mixed_workload(cassette: Path) -> list[Any]:

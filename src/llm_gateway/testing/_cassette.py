@@ -1,86 +1,8 @@
-"""Recording a real gateway's answers to a cassette, for ``MockLLMGateway(cassette=...)``.
+"""Kept while ``_gateway.py`` still imports the recorder from here; it lives in the core now.
 
-A cassette is a fixtures file (``docs/testing.md``) whose entries each hold one request's
-content, its answer, and metadata, and match by ``request_hash``. What is recorded is what the
-gateway's provider interface sees: request content and response content. Keys, headers and
-endpoints never reach this level, so they cannot be written.
+Delete this module once ``Gateway(record_to=...)`` imports ``llm_gateway._recording``.
 """
 
-from __future__ import annotations
-
-import datetime
-import os
-
-import anyio
-import attrs
-
-from .._config import ModelConfig
-from .._models import LLMRequest, LLMResponse
-from ..providers._base import Provider
-from ..providers._mock import MockFixture, MockFixtures, MockRecording, RequestContent
+from .._recording import CassetteRecorder as CassetteRecorder
 
 __all__ = ["CassetteRecorder"]
-
-
-class CassetteRecorder:
-    """Collects the request -> response pairs of one gateway and writes them as a cassette.
-
-    The first answer to each distinct request content is kept (replay is deterministic: one
-    answer per request). Failed and cancelled calls are not recorded.
-
-    Args:
-        path: The cassette file; written (replaced) by :meth:`write`.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
-        self.entries: dict[str, MockFixture] = {}
-
-    def wrap(self, model_id: str, config: ModelConfig, provider: Provider) -> Provider:
-        """``provider``, recording every answer it gives."""
-        return _RecordingProvider(self, model_id, config, provider)
-
-    def add(
-        self,
-        model_id: str,
-        config: ModelConfig,
-        request: LLMRequest,
-        response: LLMResponse,
-        latency_s: float,
-    ) -> None:
-        """Record ``response`` as the answer to ``request``."""
-        content = RequestContent.of(request)
-        digest = content.digest()
-        if digest in self.entries:
-            return
-        recorded = MockRecording(
-            recorded_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
-            latency_ms=round(latency_s * 1000, 3),
-            model=model_id,
-            model_name=config.model_name,
-            provider=config.provider.value,
-            request_id=request.request_id,
-        )
-        self.entries[digest] = MockFixture.from_response(
-            response, request=content, recorded=recorded
-        )
-
-    def write(self) -> None:
-        """Write every recorded pair to :attr:`path`, replacing the file."""
-        MockFixtures(fixtures=tuple(self.entries.values())).dump(self.path)
-
-
-@attrs.frozen
-class _RecordingProvider:
-    recorder: CassetteRecorder
-    model_id: str
-    config: ModelConfig
-    provider: Provider
-
-    async def complete(self, request: LLMRequest) -> LLMResponse:
-        started = anyio.current_time()
-        response = await self.provider.complete(request)
-        self.recorder.add(
-            self.model_id, self.config, request, response, anyio.current_time() - started
-        )
-        return response
