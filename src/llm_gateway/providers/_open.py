@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
+import importlib
+from collections.abc import AsyncGenerator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING
 
 from .._config import ModelConfig
@@ -19,7 +20,11 @@ __all__ = ["open_provider"]
 
 
 def mock_script_from_options(model_id: str, config: ModelConfig) -> MockScript:
-    """The mock's behaviour from ``provider_options`` (``latency_s``, ``fixtures``)."""
+    """The mock's behaviour from ``provider_options`` (``latency_s``, ``fixtures``).
+
+    It keeps no request history: a gateway on the mock provider may serve requests for as long
+    as it is open without holding on to them.
+    """
     options = dict(config.provider_options)
     latency = options.pop("latency_s", 0.0)
     fixtures_path = options.pop("fixtures", None)
@@ -76,19 +81,16 @@ async def open_provider(
             ``endpoint`` for ``local-llama``, unknown ``provider_options``).
     """
     extra = sdk_extra(config.provider)
-    if extra == "anthropic":
+    if extra is not None:
         try:
-            from . import _anthropic
+            adapter = importlib.import_module(f"._{extra}", __package__)
         except ModuleNotFoundError as error:
             raise _missing_extra(error, extra, model_id, config) from None
-        async with _anthropic.open_anthropic(model_id, config, http_client=http_client) as sdk:
-            yield sdk
-    elif extra == "openai":
-        try:
-            from . import _openai
-        except ModuleNotFoundError as error:
-            raise _missing_extra(error, extra, model_id, config) from None
-        async with _openai.open_openai(model_id, config, http_client=http_client) as sdk:
+        # Each SDK adapter module has an `open_<extra>` with the same signature.
+        open_sdk: Callable[..., AbstractAsyncContextManager[Provider]] = getattr(
+            adapter, f"open_{extra}"
+        )
+        async with open_sdk(model_id, config, http_client=http_client) as sdk:
             yield sdk
     elif config.provider is ModelProvider.MOCK:
         yield MockProvider(model_id, config.model_name, mock_script_from_options(model_id, config))

@@ -26,7 +26,8 @@ import attrs
 from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from ._faults import MALFORMED_BODY, Fault, FaultCall, FaultPlan
+from .._tokens import heuristic_count
+from ._faults import MALFORMED_BODY, Fault, FaultCall, FaultPlan, content_text
 
 if TYPE_CHECKING:
     import httpx2
@@ -127,25 +128,6 @@ def fake_answer(prompt: str) -> str:
     return f"Fake answer to: {prompt}"
 
 
-def _count_tokens(text: str) -> int:
-    return len(text.split())
-
-
-def _text_of(content: Any) -> str:
-    """The text of a message's content: a string, or content blocks (text or tool results)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            _text_of(block.get("content"))
-            if block.get("type") == "tool_result"
-            else block.get("text", "")
-            for block in content
-            if isinstance(block, dict)
-        )
-    return ""
-
-
 class FakeLLMApi:
     """The fake API's answers, and the ``httpx2.MockTransport`` handler that gives them.
 
@@ -196,7 +178,7 @@ class FakeLLMApi:
     def _chat_completion(self, body: dict[str, Any]) -> FakeReply:
         messages = body["messages"]
         last = messages[-1]
-        prompt = _text_of(last.get("content"))
+        prompt = content_text(last.get("content"))
         request_id = f"fake-req-{next(self._ids)}"
         message: dict[str, Any] = {"role": "assistant", "content": fake_answer(prompt)}
         finish_reason = "stop"
@@ -214,8 +196,8 @@ class FakeLLMApi:
                 ],
             }
             finish_reason = "tool_calls"
-        prompt_tokens = sum(_count_tokens(_text_of(m.get("content"))) for m in messages)
-        completion_tokens = _count_tokens(message["content"] or "")
+        prompt_tokens = sum(heuristic_count(content_text(m.get("content"))) for m in messages)
+        completion_tokens = heuristic_count(message["content"] or "")
         return FakeReply(
             200,
             {
@@ -236,7 +218,7 @@ class FakeLLMApi:
     def _anthropic_message(self, body: dict[str, Any]) -> FakeReply:
         messages = body["messages"]
         last = messages[-1]
-        prompt = _text_of(last.get("content"))
+        prompt = content_text(last.get("content"))
         request_id = f"fake-req-{next(self._ids)}"
         ends_with_user_text = last["role"] == "user" and isinstance(last.get("content"), str)
         content: list[dict[str, Any]]
@@ -253,8 +235,8 @@ class FakeLLMApi:
         else:
             content = [{"type": "text", "text": fake_answer(prompt)}]
             stop_reason = "end_turn"
-        input_tokens = _count_tokens(str(body.get("system", ""))) + sum(
-            _count_tokens(_text_of(m.get("content"))) for m in messages
+        input_tokens = heuristic_count(str(body.get("system", ""))) + sum(
+            heuristic_count(content_text(m.get("content"))) for m in messages
         )
         return FakeReply(
             200,
@@ -268,7 +250,7 @@ class FakeLLMApi:
                 "stop_sequence": None,
                 "usage": {
                     "input_tokens": input_tokens,
-                    "output_tokens": sum(_count_tokens(b.get("text", "")) for b in content),
+                    "output_tokens": sum(heuristic_count(b.get("text", "")) for b in content),
                 },
             },
             {"request-id": request_id},

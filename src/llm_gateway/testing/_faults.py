@@ -178,12 +178,13 @@ class FaultCall:
         return self.fault is None or self.fault.kind == "ok"
 
 
-def _text(content: Any) -> str:
+def content_text(content: Any) -> str:
+    """The text of a message's JSON content: a string, or content blocks (text, tool results)."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
         return " ".join(
-            _text(block.get("content"))
+            content_text(block.get("content"))
             if block.get("type") == "tool_result"
             else block.get("text", "")
             for block in content
@@ -202,7 +203,7 @@ def prompt_key(headers: Mapping[str, str], body: bytes) -> str | None:
         return headers["x-fault-key"]
     try:
         messages = json.loads(body)["messages"]
-        return _text(messages[-1].get("content"))
+        return content_text(messages[-1].get("content"))
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None
 
