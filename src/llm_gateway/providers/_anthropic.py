@@ -9,7 +9,7 @@ itself and reads the JSON answer with plain dict access. See ``docs/providers.md
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,13 +19,25 @@ import httpx2
 from .._config import ModelConfig
 from .._models import LLMMessage, LLMRequest, LLMResponse, ToolCall, Usage
 from ._http import (
+    PARSE_ERRORS,
+    BodyError,
     SdkErrors,
+    body_fields,
     headers_option,
+    item_fields,
+    json_kind,
     kept_headers,
-    pool_limits,
+    list_field,
+    mapping_field,
+    open_sdk_client,
+    optional_str_field,
     positive_int_option,
     provider_options,
+    read_json,
     require_api_key,
+    str_field,
+    token_count,
+    tool_arguments,
 )
 
 __all__ = ["AnthropicProvider", "open_anthropic"]
@@ -118,11 +130,14 @@ class AnthropicProvider:
         client: anthropic.AsyncAnthropic,
         *,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
+        secrets: Collection[str] = (),
     ) -> None:
         self.model_id = model_id
         self.model_name = model_name
         self.client = client
         self.default_max_tokens = default_max_tokens
+        # What no exception may show (the key, extra header values): see SdkErrors.translate.
+        self._secrets = tuple(s for s in (client.api_key, *secrets) if s)
 
     def request_body(self, request: LLMRequest) -> dict[str, Any]:
         """The JSON body of the Messages API call for ``request``.
@@ -163,57 +178,81 @@ class AnthropicProvider:
                 "/v1/messages", body=self.request_body(request), cast_to=httpx2.Response
             )
         except anthropic.APIError as error:
-            raise ERRORS.translate(error) from error.__cause__
-        return self.parse_response(request, response)
+            failure = ERRORS.translate(error, self._secrets)
+        else:
+            return self.parse_response(request, response)
+        # Raised outside the except block: the SDK's exception, which holds the transport's
+        # (whose text may quote request headers), is not even this one's __context__.
+        raise failure
 
     def parse_response(self, request: LLMRequest, response: httpx2.Response) -> LLMResponse:
         """The gateway's response for a 2xx answer.
 
+        Every field read is checked: ``content`` a list of objects, text blocks' ``text`` a
+        string, tool_use blocks' ``id`` and ``name`` strings and ``input`` an object, usage
+        counts integers >= 0 (missing or null: 0), ``stop_reason`` a string or null. Other
+        blocks (thinking, server tools) carry nothing the gateway returns and are skipped.
+
         Raises:
-            ProviderResponseError: The body is not a Messages API message.
+            ProviderResponseError: The body is not a Messages API message; the message names
+                the field, never the provider's text.
         """
         try:
-            data = response.json()
-            texts: list[str] = []
-            tool_calls: list[ToolCall] = []
-            for block in data["content"]:
-                kind = block["type"]
-                if kind == "text":
-                    texts.append(block["text"])
-                elif kind == "tool_use":
-                    arguments = block["input"]
-                    if not isinstance(arguments, dict):
-                        raise ERRORS.malformed(
-                            response,
-                            f"tool_use block {block['name']!r} (id {block['id']}) has an input "
-                            f"that is not a JSON object but a {type(arguments).__name__}",
-                        )
-                    tool_calls.append(ToolCall(block["id"], block["name"], arguments))
-                # Other blocks (thinking, server tools) carry nothing the gateway returns.
-            stop_reason = data.get("stop_reason")
-            usage = data.get("usage") or {}
-            cache_read = usage.get("cache_read_input_tokens") or 0
-            cache_write = usage.get("cache_creation_input_tokens") or 0
-            return LLMResponse(
-                request_id=request.request_id,
-                content="".join(texts),
-                model=self.model_id,
-                tool_calls=tool_calls,
-                # Anthropic's input_tokens excludes cache reads and writes; ours includes them.
-                usage=Usage(
-                    input_tokens=(usage.get("input_tokens") or 0) + cache_read + cache_write,
-                    output_tokens=usage.get("output_tokens") or 0,
-                    cache_read_tokens=cache_read,
-                    cache_write_tokens=cache_write,
-                ),
-                finish_reason=FINISH_REASONS.get(stop_reason, stop_reason),
-                provider_request_id=response.headers.get(ERRORS.request_id_header),
-                rate_limit_headers=kept_headers(response.headers),
-            )
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            raise ERRORS.malformed(
-                response, f"not a Messages API message ({type(exc).__name__}: {exc})"
-            ) from None
+            return self._response(request, response)
+        except PARSE_ERRORS as exc:
+            failure = ERRORS.unusable(response, exc)
+        raise failure
+
+    def _response(self, request: LLMRequest, response: httpx2.Response) -> LLMResponse:
+        data = body_fields(read_json(response), "a Messages API message")
+        texts: list[str] = []
+        tool_calls: list[ToolCall] = []
+        for i, item in enumerate(list_field(data, "content", required=True)):
+            where = f"content[{i}]"
+            block = item_fields(item, where)
+            kind = str_field(block, "type", where)
+            if kind == "text":
+                texts.append(str_field(block, "text", where))
+            elif kind == "tool_use":
+                tool_calls.append(_tool_call(block, where))
+        stop_reason = optional_str_field(data, "stop_reason")
+        usage = _usage(mapping_field(data, "usage"))
+        return LLMResponse(
+            request_id=request.request_id,
+            content="".join(texts),
+            model=self.model_id,
+            tool_calls=tool_calls,
+            usage=usage,
+            finish_reason=(
+                None if stop_reason is None else FINISH_REASONS.get(stop_reason, stop_reason)
+            ),
+            provider_request_id=response.headers.get(ERRORS.request_id_header),
+            rate_limit_headers=kept_headers(response.headers),
+        )
+
+
+def _tool_call(block: Mapping[str, Any], where: str) -> ToolCall:
+    call_id = str_field(block, "id", where)
+    name = str_field(block, "name", where)
+    arguments = block.get("input")
+    if not isinstance(arguments, dict):
+        found = "no input" if "input" not in block else f"an input that is {json_kind(arguments)}"
+        raise BodyError(
+            f"tool_use block {name!r} (id {call_id}) has {found}; expected a JSON object"
+        )
+    return ToolCall(call_id, name, tool_arguments(arguments, f"{where}.input"))
+
+
+def _usage(usage: Mapping[str, Any]) -> Usage:
+    cache_read = token_count(usage, "cache_read_input_tokens")
+    cache_write = token_count(usage, "cache_creation_input_tokens")
+    return Usage(
+        # Anthropic's input_tokens excludes cache reads and writes; ours includes them.
+        input_tokens=token_count(usage, "input_tokens") + cache_read + cache_write,
+        output_tokens=token_count(usage, "output_tokens"),
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+    )
 
 
 @asynccontextmanager
@@ -229,7 +268,7 @@ async def open_anthropic(
             whose pool holds ``max_concurrency`` connections.
 
     Raises:
-        ConfigError: No key, or bad ``provider_options``.
+        ConfigError: No key, a key that cannot be sent, or bad ``provider_options``.
     """
     options = provider_options(model_id, config, "Anthropic", OPTIONS)
     default_max_tokens = positive_int_option(
@@ -237,18 +276,18 @@ async def open_anthropic(
     )
     extra_headers = headers_option(model_id, options)
     api_key = require_api_key(model_id, config, API_KEY_ENV)
-    client = anthropic.AsyncAnthropic(
+    async with open_sdk_client(
+        anthropic.AsyncAnthropic,
+        anthropic.DefaultAsyncHttpxClient,
+        config,
+        http_client=http_client,
         api_key=api_key,
-        base_url=config.endpoint,
-        timeout=config.timeout_s,  # a backstop: the gateway's deadline usually comes first
-        max_retries=0,  # the gateway owns retries
-        default_headers=extra_headers,
-        http_client=http_client
-        or anthropic.DefaultAsyncHttpxClient(limits=pool_limits(config), timeout=config.timeout_s),
-    )
-    try:
+        extra_headers=extra_headers,
+    ) as client:
         yield AnthropicProvider(
-            model_id, config.model_name, client, default_max_tokens=default_max_tokens
+            model_id,
+            config.model_name,
+            client,
+            default_max_tokens=default_max_tokens,
+            secrets=(extra_headers or {}).values(),
         )
-    finally:
-        await client.close()

@@ -1,4 +1,4 @@
-"""What the SDK adapters share: keys, options, the HTTP client's shape, and error translation.
+"""What the SDK adapters share: keys, options, the SDK client's lifecycle, reading bodies, errors.
 
 Imported only by the SDK adapters (which are imported only when a model needs them), so it may
 import ``httpx2``: ``import llm_gateway`` stays free of HTTP and SDK imports.
@@ -7,12 +7,16 @@ import ``httpx2``: ``import llm_gateway`` stays free of HTTP and SDK imports.
 from __future__ import annotations
 
 import email.utils
+import json
 import math
 import os
+import re
 import time
-from collections.abc import Iterable, Mapping
+import traceback
+from collections.abc import AsyncGenerator, Callable, Collection, Iterable, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import httpx2
@@ -27,17 +31,33 @@ from .._exceptions import (
     ProviderTimeoutError,
     status_error_type,
 )
+from .._validators import check_api_key
 
 __all__ = [
+    "MAX_TOKEN_COUNT",
+    "PARSE_ERRORS",
+    "BodyError",
     "SdkErrors",
+    "body_fields",
     "headers_option",
+    "item_fields",
+    "json_kind",
     "kept_headers",
+    "list_field",
+    "mapping_field",
+    "open_sdk_client",
+    "optional_str_field",
     "parse_retry_after",
     "pool_limits",
     "positive_int_option",
     "provider_options",
+    "read_json",
     "require_api_key",
+    "str_field",
     "str_option",
+    "strict_json",
+    "token_count",
+    "tool_arguments",
 ]
 
 RATE_LIMIT_HEADER_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-")
@@ -50,16 +70,23 @@ RETRY_HEADERS = frozenset({"retry-after", "retry-after-ms", "x-should-retry"})
 def require_api_key(model_id: str, config: ModelConfig, env_var: str) -> str:
     """The model's key: ``api_key`` from its config, else the ``env_var`` environment variable.
 
+    Either is checked with :func:`check_api_key` (a key read from a file often keeps its
+    trailing newline; sent, it would fail as a "connection error" whose message quotes it).
+
     Raises:
-        ConfigError: Neither is set (checked when the gateway opens, not at the first request).
+        ConfigError: Neither is set, or the key cannot be sent as an HTTP header (the message
+            names where the key came from and never shows it). Checked when the gateway
+            opens, not at the first request.
     """
-    key = config.api_key or os.environ.get(env_var)
+    if config.api_key:
+        return check_api_key(config.api_key, f"models.{model_id}.api_key")
+    key = os.environ.get(env_var)
     if not key:
         raise ConfigError(
             f"models.{model_id} (provider {config.provider.value!r}) has no API key; set "
             f"models.{model_id}.api_key or the {env_var} environment variable"
         )
-    return key
+    return check_api_key(key, f"the {env_var} environment variable (for models.{model_id})")
 
 
 def provider_options(
@@ -92,29 +119,67 @@ def positive_int_option(model_id: str, options: Mapping[str, Any], name: str, de
     return value
 
 
+# An HTTP header value the SDKs can send: visible ASCII, with inner spaces and tabs (RFC 9110
+# field-value without obs-text, which httpx refuses to encode). No CR or LF: a line break would
+# end the header, and httpx's error for it quotes the whole value.
+_HEADER_VALUE = re.compile(r"(?:[!-~]+(?:[ \t]+[!-~]+)*)?")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 9110 token
+
+
+def _is_header_value(value: str) -> bool:
+    return _HEADER_VALUE.fullmatch(value) is not None
+
+
 def str_option(model_id: str, options: Mapping[str, Any], name: str) -> str | None:
-    """``options[name]``, checked to be a non-empty str, or ``None`` when absent."""
+    """``options[name]``, checked to be a non-empty str an HTTP header can carry, or ``None``.
+
+    The SDKs send these options (``organization``, ``project``) as headers.
+    """
     value = options.get(name)
-    if value is not None and (not isinstance(value, str) or not value):
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
         raise ConfigError(
             f"models.{model_id}.provider_options.{name} is {value!r}; use a non-empty string"
+        )
+    if not _is_header_value(value):
+        raise ConfigError(
+            f"models.{model_id}.provider_options.{name} has characters an HTTP header cannot "
+            "carry (a line break, a control character, or non-ASCII; the value is not shown)"
         )
     return value
 
 
 def headers_option(model_id: str, options: Mapping[str, Any]) -> dict[str, str] | None:
-    """``options["extra_headers"]``, checked to map str to str, or ``None`` when absent."""
+    """``options["extra_headers"]``, checked to map header names to printable values.
+
+    Raises:
+        ConfigError: Not a mapping of str to str, a name that is not an HTTP token, or a value
+            with a line break, a control character or non-ASCII. The message never shows a
+            value (extra headers often carry credentials) nor a malformed name.
+    """
+    field = f"models.{model_id}.provider_options.extra_headers"
     value = options.get("extra_headers")
     if value is None:
         return None
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
-        raise ConfigError(
-            f"models.{model_id}.provider_options.extra_headers must map header names to "
-            "string values"
-        )
-    return dict(value)
+        raise ConfigError(f"{field} must map header names to string values")
+    headers = dict(value)
+    for name, header_value in headers.items():
+        if _HEADER_NAME.fullmatch(name) is None:
+            raise ConfigError(
+                f"{field} has a header name that is not an HTTP token (letters, digits and "
+                "!#$%&'*+-.^_`|~ only; the name is not shown)"
+            )
+        if not _is_header_value(header_value):
+            raise ConfigError(
+                f"{field}[{name!r}] has characters a header value cannot have (a line break, "
+                "a control character, non-ASCII, or leading or trailing whitespace; the value "
+                "is not shown); strip it, e.g. read it from its file with .read().strip()"
+            )
+    return headers
 
 
 def pool_limits(config: ModelConfig) -> httpx2.Limits:
@@ -128,6 +193,229 @@ def pool_limits(config: ModelConfig) -> httpx2.Limits:
     )
 
 
+class _SdkClient(Protocol):
+    async def close(self) -> None: ...
+
+
+ClientT = TypeVar("ClientT", bound=_SdkClient)
+
+
+@asynccontextmanager
+async def open_sdk_client(
+    sdk_client: Callable[..., ClientT],
+    default_http_client: Callable[..., httpx2.AsyncClient],
+    config: ModelConfig,
+    *,
+    http_client: httpx2.AsyncClient | None,
+    api_key: str,
+    extra_headers: Mapping[str, str] | None,
+    **options: Any,
+) -> AsyncGenerator[ClientT]:
+    """One SDK client the way every adapter wants it; closed (with its HTTP client) on exit.
+
+    Retries off (the gateway owns them), the model's ``endpoint`` as base URL, ``timeout_s``
+    as the SDK's timeout (a backstop: the gateway's deadline usually comes first), the extra
+    headers on every call, and a connection pool of ``max_concurrency`` (:func:`pool_limits`).
+
+    Args:
+        sdk_client: The SDK's client class (``anthropic.AsyncAnthropic``, ``openai.AsyncOpenAI``).
+        default_http_client: The SDK's ``DefaultAsyncHttpxClient`` (keeps its defaults).
+        config: The model's configuration.
+        http_client: Use this HTTP client instead (tests inject a MockTransport).
+        api_key: The checked key (:func:`require_api_key`).
+        extra_headers: The checked extra headers (:func:`headers_option`).
+        **options: Further arguments of the SDK's client (``organization=``...).
+    """
+    client = sdk_client(
+        api_key=api_key,
+        base_url=config.endpoint,
+        timeout=config.timeout_s,
+        max_retries=0,
+        default_headers=extra_headers,
+        http_client=http_client
+        or default_http_client(limits=pool_limits(config), timeout=config.timeout_s),
+        **options,
+    )
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+# -- reading a success body ----------------------------------------------------------------
+
+MAX_TOKEN_COUNT = 2**53 - 1
+"""The largest usage count accepted: larger is no real count, and would lose precision (or
+overflow) where the gateway does float arithmetic with it (rate-limit books)."""
+
+
+class BodyError(Exception):
+    """A 2xx body the adapter cannot use.
+
+    The message names the field (``usage.output_tokens``) and what is wrong with it, never
+    the provider's text: the adapter turns it into a ``ProviderResponseError``.
+    """
+
+
+def json_kind(value: object) -> str:
+    """What a decoded JSON value is, in JSON's words, for messages that must not quote it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number with a fraction"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"  # not from JSON: kept general for the callers' checks
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def strict_json(text: str) -> object:
+    """``json.loads``, refusing NaN and Infinity (Python's extensions, not JSON).
+
+    Raises:
+        ValueError: Not JSON (a ``json.JSONDecodeError`` gives the position, never the text).
+        RecursionError: Nested too deeply to decode.
+    """
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def read_json(response: httpx2.Response) -> object:
+    """The decoded body: strict UTF-8 JSON (no NaN or Infinity, no lone encoded surrogates).
+
+    Raises:
+        BodyError: The body is not UTF-8, not JSON, or nested too deeply to decode.
+    """
+    try:
+        text = response.content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BodyError(f"not UTF-8 (an invalid byte at offset {exc.start})") from None
+    try:
+        return strict_json(text)
+    except json.JSONDecodeError as exc:
+        # Position only: the body may quote the prompt.
+        raise BodyError(
+            f"not JSON (JSONDecodeError: {exc.msg}: line {exc.lineno} column {exc.colno})"
+        ) from None
+    except ValueError as exc:
+        raise BodyError(f"not JSON ({exc})") from None
+    except RecursionError:
+        raise BodyError("not usable JSON (nested too deeply to decode)") from None
+
+
+def _path(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def body_fields(body: object, what: str) -> Mapping[str, Any]:
+    """``body`` itself, checked to be a JSON object (``what`` names the expected answer)."""
+    if not isinstance(body, dict):
+        raise BodyError(f"not {what}: the body is {json_kind(body)}, not an object")
+    return body
+
+
+def mapping_field(
+    fields: Mapping[str, Any], name: str, where: str = "", *, required: bool = False
+) -> Mapping[str, Any]:
+    """``fields[name]`` checked to be an object; missing or null is ``{}`` unless ``required``."""
+    value = fields.get(name)
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        found = "missing" if name not in fields else json_kind(value)
+        raise BodyError(f"{_path(where, name)} is {found}; expected an object")
+    return value
+
+
+def list_field(
+    fields: Mapping[str, Any], name: str, where: str = "", *, required: bool = False
+) -> list[Any]:
+    """``fields[name]`` checked to be a list; missing or null is ``[]`` unless ``required``."""
+    value = fields.get(name)
+    if value is None and not required:
+        return []
+    if not isinstance(value, list):
+        found = "missing" if name not in fields else json_kind(value)
+        raise BodyError(f"{_path(where, name)} is {found}; expected a list")
+    return value
+
+
+def item_fields(value: object, where: str) -> Mapping[str, Any]:
+    """One item of a list (``where`` is its path, ``content[2]``), checked to be an object."""
+    if not isinstance(value, dict):
+        raise BodyError(f"{where} is {json_kind(value)}; expected an object")
+    return value
+
+
+def _checked_text(value: str, path: str) -> str:
+    # A lone surrogate (a JSON "\ud800" escape) is a str Python cannot encode: refused here,
+    # not later in the caller's code or the gateway's UTF-8 logs.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BodyError(f"{path} is a string with a lone surrogate (not Unicode text)") from None
+    return value
+
+
+def str_field(fields: Mapping[str, Any], name: str, where: str = "") -> str:
+    """``fields[name]`` checked to be a string (required)."""
+    value = fields.get(name)
+    if not isinstance(value, str):
+        found = "missing" if name not in fields else json_kind(value)
+        raise BodyError(f"{_path(where, name)} is {found}; expected a string")
+    return _checked_text(value, _path(where, name))
+
+
+def optional_str_field(fields: Mapping[str, Any], name: str, where: str = "") -> str | None:
+    """``fields[name]`` checked to be a string, or ``None`` when missing or null."""
+    if fields.get(name) is None:
+        return None
+    return str_field(fields, name, where)
+
+
+def token_count(fields: Mapping[str, Any], name: str, where: str = "usage") -> int:
+    """A usage count: an integer from 0 to :data:`MAX_TOKEN_COUNT`; missing or null is 0.
+
+    Not a boolean, a string or a number with a fraction: such a count would break the
+    arithmetic of stats and rate-limit books far from the reply that carried it.
+    """
+    value = fields.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BodyError(f"{_path(where, name)} is {json_kind(value)}; expected an integer >= 0")
+    if not 0 <= value <= MAX_TOKEN_COUNT:
+        raise BodyError(
+            f"{_path(where, name)} is an integer out of range; expected 0 to {MAX_TOKEN_COUNT}"
+        )
+    return value
+
+
+def tool_arguments(value: dict[str, Any], path: str) -> dict[str, Any]:
+    """Tool-call arguments, checked to be JSON that can be sent back on the next turn.
+
+    The body was decoded strictly, so this only refuses lone surrogates in strings (and
+    nesting too deep to encode again).
+    """
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        raise BodyError(
+            f"{path} cannot be sent back as JSON (a lone surrogate, or too deep)"
+        ) from None
+    return value
+
+
 # -- responses and errors ------------------------------------------------------------------
 
 
@@ -135,7 +423,8 @@ def kept_headers(headers: httpx2.Headers) -> dict[str, str]:
     """The rate-limit and retry headers of a response (lower-case names), and no others.
 
     Retry headers: ``retry-after``, ``retry-after-ms``, and ``x-should-retry`` (the providers'
-    explicit "retry this" / "do not retry this").
+    explicit "retry this" / "do not retry this"). Values pass unchanged (httpx decodes any
+    byte); reading them is the rate limiter's and :func:`parse_retry_after`'s job.
     """
     return {
         name: value
@@ -157,7 +446,8 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
 
     Reads ``retry-after-ms`` first (more precise), then ``retry-after`` as seconds, then
     ``retry-after`` as an HTTP date (counted from ``now``, the wall clock by default: an HTTP
-    date is wall-clock time). A date in the past is 0.
+    date is wall-clock time). A date in the past is 0. Never raises: the result is ``None`` or
+    a finite number >= 0 (how long is too long is the retry policy's ``max_retry_after_s``).
     """
     milliseconds = headers.get("retry-after-ms")
     if milliseconds is not None:
@@ -172,11 +462,12 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
         return value
     try:
         when = email.utils.parsedate_to_datetime(retry_after)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:  # "-0000" in the date: UTC, with no claim about local time
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:  # "-0000" in the date: UTC, with no claim about local time
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _error_fields(body: object) -> tuple[str | None, str | None]:
@@ -198,6 +489,30 @@ def _error_fields(body: object) -> tuple[str | None, str | None]:
         error_type if isinstance(error_type, str) else None,
         message if isinstance(message, str) else None,
     )
+
+
+# Transport failures whose text comes from the socket, the OS or the server's bytes, never
+# from the request's own headers. Others (LocalProtocolError: "Illegal header value
+# b'Bearer sk-...'", UnicodeEncodeError, ProxyError ...) may quote the key: never chained.
+MIN_SECRET_LENGTH = 8
+_SAFE_CAUSES = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
+
+
+def _safe_cause(error: Exception, secrets: Collection[str]) -> BaseException | None:
+    """The transport exception behind an SDK connection error, if it can be shown safely.
+
+    Safe when its type is a socket-level failure and, as a second line of defence, when no
+    secret appears anywhere in its printed traceback (chained causes and contexts included).
+    Secrets shorter than :data:`MIN_SECRET_LENGTH` are not looked for: no real credential is
+    that short, and they would match the text of any traceback by chance.
+    """
+    cause = error.__cause__
+    if not isinstance(cause, _SAFE_CAUSES):
+        return None
+    printed = "".join(traceback.format_exception(cause)) + repr(cause)
+    if any(len(secret) >= MIN_SECRET_LENGTH and secret in printed for secret in secrets):
+        return None
+    return cause
 
 
 @attrs.frozen
@@ -224,26 +539,46 @@ class SdkErrors:
     timeout: type[Exception]
     connection: type[Exception]
 
-    def translate(self, error: Exception) -> ProviderError:
+    def translate(self, error: Exception, secrets: Collection[str]) -> ProviderError:
         """The gateway exception for an exception of the SDK's ``APIError`` family.
 
-        Raise it ``from error.__cause__``: a status error then has no cause (the SDK's
-        exception quotes the whole error body), and a timeout or connection error keeps the
-        transport's exception, which says what went wrong at the socket.
+        Its ``__cause__`` is set, and its context suppressed: raise it as it is, outside the
+        ``except`` block that caught ``error``, so that the SDK's exception is not even its
+        ``__context__``. A status error has no cause (the SDK's exception quotes the whole
+        error body). A timeout or connection error keeps the transport's exception, which says
+        what went wrong at the socket, only when that cannot quote the request's headers
+        (``secrets``: the key and extra header values, see :func:`_safe_cause`).
         """
+        failure: ProviderError
+        cause: BaseException | None = None
         if isinstance(error, self.status):
             sdk_error: Any = error
-            return self.status_error(sdk_error.response, sdk_error.body)
-        if isinstance(error, self.timeout):
-            return ProviderTimeoutError(
+            failure = self.status_error(sdk_error.response, sdk_error.body)
+        elif isinstance(error, self.timeout):
+            cause = _safe_cause(error, secrets)
+            failure = ProviderTimeoutError(
                 f"{self.provider} did not answer within the model's timeout_s (the SDK's timeout)"
             )
-        if isinstance(error, self.connection):
-            cause = error.__cause__
-            detail = f" ({type(cause).__name__})" if cause is not None else ""
-            return ProviderConnectionError(f"could not reach {self.provider}{detail}")
-        # Any other APIError (e.g. response validation, which the raw path does not do).
-        return ProviderResponseError(f"{self.provider}'s SDK failed with {type(error).__name__}")
+        elif isinstance(error, self.connection):
+            transport = error.__cause__
+            cause = _safe_cause(error, secrets)
+            detail = ""
+            if transport is not None:
+                withheld = (
+                    ""
+                    if cause is not None
+                    else "; details withheld: they may quote request headers"
+                )
+                detail = f" ({type(transport).__name__}{withheld})"
+            failure = ProviderConnectionError(f"could not reach {self.provider}{detail}")
+        else:
+            # Any other APIError (e.g. response validation, which the raw path does not do).
+            failure = ProviderResponseError(
+                f"{self.provider}'s SDK failed with {type(error).__name__}"
+            )
+        failure.__cause__ = cause
+        failure.__suppress_context__ = True
+        return failure
 
     def status_error(self, response: httpx2.Response, body: object) -> ProviderStatusError:
         """The exception for a non-2xx answer; ``body`` is the SDK's decoded error body."""
@@ -279,3 +614,20 @@ class SdkErrors:
             provider_request_id=request_id,
             headers=kept_headers(response.headers),
         )
+
+    def unusable(self, response: httpx2.Response, error: Exception) -> ProviderResponseError:
+        """:meth:`malformed` for an exception raised while reading a success body.
+
+        A :class:`BodyError` says which field is wrong. Anything else (the response types
+        refusing a value) is named by its type alone: its message may quote the value.
+        """
+        if isinstance(error, BodyError):
+            return self.malformed(response, str(error))
+        return self.malformed(
+            response, f"its values were refused ({type(error).__name__}; not shown)"
+        )
+
+
+PARSE_ERRORS = (BodyError, ValueError, TypeError, RecursionError)
+"""What reading a success body may raise: :class:`BodyError` from the checks here, ValueError
+or TypeError from the response types' own validation, RecursionError from absurd nesting."""

@@ -12,7 +12,7 @@ the gateway's validated types; the JSON answer is read with plain dict access. A
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,14 +22,28 @@ import openai
 from .._config import ModelConfig
 from .._exceptions import ConfigError
 from .._models import LLMMessage, LLMRequest, LLMResponse, ModelProvider, ToolCall, Usage
+from .._validators import check_api_key
 from ._http import (
+    PARSE_ERRORS,
+    BodyError,
     SdkErrors,
+    body_fields,
     headers_option,
+    item_fields,
+    json_kind,
     kept_headers,
-    pool_limits,
+    list_field,
+    mapping_field,
+    open_sdk_client,
+    optional_str_field,
     provider_options,
+    read_json,
     require_api_key,
+    str_field,
     str_option,
+    strict_json,
+    token_count,
+    tool_arguments,
 )
 
 __all__ = ["OpenAIProvider", "open_openai"]
@@ -100,11 +114,14 @@ class OpenAIProvider:
         client: openai.AsyncOpenAI,
         *,
         max_tokens_field: str = "max_completion_tokens",
+        secrets: Collection[str] = (),
     ) -> None:
         self.model_id = model_id
         self.model_name = model_name
         self.client = client
         self.max_tokens_field = max_tokens_field
+        # What no exception may show (the key, extra header values): see SdkErrors.translate.
+        self._secrets = tuple(s for s in (client.api_key, *secrets) if s)
 
     def request_body(self, request: LLMRequest) -> dict[str, Any]:
         """The JSON body of the chat-completions call for ``request``.
@@ -148,67 +165,131 @@ class OpenAIProvider:
                 options=_REQUEST_OPTIONS,
             )
         except openai.APIError as error:
-            raise ERRORS.translate(error) from error.__cause__
-        return self.parse_response(request, response)
-
-    def _tool_call(self, response: httpx2.Response, call: Any) -> ToolCall:
-        function = call["function"]
-        name = function["name"]
-        try:
-            arguments = json.loads(function.get("arguments") or "{}")
-        except ValueError as exc:
-            # The JSON error gives a position, not the text: arguments may quote the prompt.
-            raise ERRORS.malformed(
-                response,
-                f"tool call {name!r} (id {call['id']}) has arguments that are not JSON: {exc}",
-            ) from None
-        if not isinstance(arguments, dict):
-            raise ERRORS.malformed(
-                response,
-                f"tool call {name!r} (id {call['id']}) has arguments that are a JSON "
-                f"{type(arguments).__name__}, not an object",
-            )
-        return ToolCall(call["id"], name, arguments)
+            failure = ERRORS.translate(error, self._secrets)
+        else:
+            return self.parse_response(request, response)
+        # Raised outside the except block: the SDK's exception, which holds the transport's
+        # (whose text may quote request headers), is not even this one's __context__.
+        raise failure
 
     def parse_response(self, request: LLMRequest, response: httpx2.Response) -> LLMResponse:
         """The gateway's response for a 2xx answer.
 
+        Every field read is checked: ``choices`` a non-empty list whose first ``message`` is
+        an object; ``content`` a string, null (``""``) or a list of content parts (the text
+        parts joined; a refusal part and no text is a ``content_filter`` finish); tool calls'
+        ``id`` and ``function.name`` strings, ``function.arguments`` a JSON string of an
+        object (empty or null: ``{}``; an object itself is accepted too, as some local servers
+        send it); usage counts integers >= 0 (missing or null: 0); ``finish_reason`` and
+        ``refusal`` strings or null.
+
         Raises:
-            ProviderResponseError: The body is not a chat completion, or a tool call's
-                arguments are not a JSON object.
+            ProviderResponseError: The body is not a chat completion; the message names the
+                field, never the provider's text.
         """
         try:
-            data = response.json()
-            choice = data["choices"][0]
-            message = choice["message"]
-            content = message.get("content") or ""
-            tool_calls = [
-                self._tool_call(response, call) for call in message.get("tool_calls") or ()
-            ]
-            finish_reason = choice.get("finish_reason")
+            return self._response(request, response)
+        except PARSE_ERRORS as exc:
+            failure = ERRORS.unusable(response, exc)
+        raise failure
+
+    def _response(self, request: LLMRequest, response: httpx2.Response) -> LLMResponse:
+        data = body_fields(read_json(response), "a chat completion")
+        choices = list_field(data, "choices", required=True)
+        if not choices:
+            raise BodyError("choices is an empty list; expected one choice")
+        choice = item_fields(choices[0], "choices[0]")
+        message = mapping_field(choice, "message", "choices[0]", required=True)
+        where = "choices[0].message"
+        content, refused = _content(message, where)
+        refused = optional_str_field(message, "refusal", where) is not None or refused
+        tool_calls = [
+            _tool_call(call, f"{where}.tool_calls[{i}]")
+            for i, call in enumerate(list_field(message, "tool_calls", where))
+        ]
+        finish_reason = optional_str_field(choice, "finish_reason", "choices[0]")
+        if finish_reason is not None:
             finish_reason = FINISH_REASONS.get(finish_reason, finish_reason)
-            if message.get("refusal") and not content:
-                finish_reason = "content_filter"
-            usage = data.get("usage") or {}
-            details = usage.get("prompt_tokens_details") or {}
-            return LLMResponse(
-                request_id=request.request_id,
-                content=content,
-                model=self.model_id,
-                tool_calls=tool_calls,
-                usage=Usage(
-                    input_tokens=usage.get("prompt_tokens") or 0,  # cached tokens included
-                    output_tokens=usage.get("completion_tokens") or 0,
-                    cache_read_tokens=details.get("cached_tokens") or 0,
+        if refused and not content:
+            finish_reason = "content_filter"
+        usage = mapping_field(data, "usage")
+        details = mapping_field(usage, "prompt_tokens_details", "usage")
+        return LLMResponse(
+            request_id=request.request_id,
+            content=content,
+            model=self.model_id,
+            tool_calls=tool_calls,
+            usage=Usage(
+                input_tokens=token_count(usage, "prompt_tokens"),  # cached tokens included
+                output_tokens=token_count(usage, "completion_tokens"),
+                cache_read_tokens=token_count(
+                    details, "cached_tokens", "usage.prompt_tokens_details"
                 ),
-                finish_reason=finish_reason,
-                provider_request_id=response.headers.get(ERRORS.request_id_header),
-                rate_limit_headers=kept_headers(response.headers),
-            )
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            raise ERRORS.malformed(
-                response, f"not a chat completion ({type(exc).__name__}: {exc})"
-            ) from None
+            ),
+            finish_reason=finish_reason,
+            provider_request_id=response.headers.get(ERRORS.request_id_header),
+            rate_limit_headers=kept_headers(response.headers),
+        )
+
+
+def _content(message: Mapping[str, Any], where: str) -> tuple[str, bool]:
+    """The message's text, and whether it holds a refusal part.
+
+    ``content`` is a string, null, or (newer models, compatible servers) a list of content
+    parts: ``{"type": "text", "text": ...}`` parts are joined, ``{"type": "refusal"}`` parts
+    noted, other parts (audio, images) skipped.
+    """
+    content = message.get("content")
+    if content is None:
+        return "", False
+    if isinstance(content, str):
+        return str_field(message, "content", where), False
+    if not isinstance(content, list):
+        raise BodyError(
+            f"{where}.content is {json_kind(content)}; expected a string, null or a list of "
+            "content parts"
+        )
+    texts: list[str] = []
+    refused = False
+    for i, item in enumerate(content):
+        path = f"{where}.content[{i}]"
+        part = item_fields(item, path)
+        kind = str_field(part, "type", path)
+        if kind == "text":
+            texts.append(str_field(part, "text", path))
+        elif kind == "refusal":
+            refused = True
+    return "".join(texts), refused
+
+
+def _tool_call(item: object, where: str) -> ToolCall:
+    call = item_fields(item, where)
+    call_id = str_field(call, "id", where)
+    function = mapping_field(call, "function", where, required=True)
+    name = str_field(function, "name", f"{where}.function")
+    raw = function.get("arguments")
+    path = f"{where}.function.arguments"
+    if isinstance(raw, dict):
+        # Lenient local servers send the object itself rather than its JSON text.
+        return ToolCall(call_id, name, tool_arguments(raw, path))
+    if raw is not None and not isinstance(raw, str):
+        raise BodyError(
+            f"tool call {name!r} (id {call_id}) has arguments that are {json_kind(raw)}, not a "
+            "JSON string of an object"
+        )
+    try:
+        arguments = strict_json(raw or "{}")
+    except (ValueError, RecursionError) as exc:
+        # The JSON error gives a position, not the text: arguments may quote the prompt.
+        raise BodyError(
+            f"tool call {name!r} (id {call_id}) has arguments that are not JSON: {exc}"
+        ) from None
+    if not isinstance(arguments, dict):
+        raise BodyError(
+            f"tool call {name!r} (id {call_id}) has arguments that are a JSON "
+            f"{type(arguments).__name__}, not an object"
+        )
+    return ToolCall(call_id, name, tool_arguments(arguments, path))
 
 
 @asynccontextmanager
@@ -228,7 +309,8 @@ async def open_openai(
             whose pool holds ``max_concurrency`` connections.
 
     Raises:
-        ConfigError: No key, no endpoint for a local model, or bad ``provider_options``.
+        ConfigError: No key, a key that cannot be sent, no endpoint for a local model, or bad
+            ``provider_options``.
     """
     local = config.provider is ModelProvider.LOCAL_LLAMA
     if local:
@@ -238,30 +320,31 @@ async def open_openai(
                 f"models.{model_id}.endpoint is required for provider 'local-llama': set it to "
                 "the server's OpenAI-compatible base URL, e.g. 'http://localhost:11434/v1'"
             )
-        api_key = config.api_key or LOCAL_API_KEY
+        api_key = (
+            check_api_key(config.api_key, f"models.{model_id}.api_key")
+            if config.api_key
+            else LOCAL_API_KEY
+        )
     else:
         options = provider_options(model_id, config, "OpenAI", OPENAI_OPTIONS)
         api_key = require_api_key(model_id, config, API_KEY_ENV)
     organization = str_option(model_id, options, "organization")
     project = str_option(model_id, options, "project")
     extra_headers = headers_option(model_id, options)
-    client = openai.AsyncOpenAI(
+    async with open_sdk_client(
+        openai.AsyncOpenAI,
+        openai.DefaultAsyncHttpxClient,
+        config,
+        http_client=http_client,
         api_key=api_key,
+        extra_headers=extra_headers,
         organization=organization,
         project=project,
-        base_url=config.endpoint,
-        timeout=config.timeout_s,  # a backstop: the gateway's deadline usually comes first
-        max_retries=0,  # the gateway owns retries
-        default_headers=extra_headers,
-        http_client=http_client
-        or openai.DefaultAsyncHttpxClient(limits=pool_limits(config), timeout=config.timeout_s),
-    )
-    try:
+    ) as client:
         yield OpenAIProvider(
             model_id,
             config.model_name,
             client,
             max_tokens_field="max_tokens" if local else "max_completion_tokens",
+            secrets=(extra_headers or {}).values(),
         )
-    finally:
-        await client.close()
