@@ -1,18 +1,21 @@
-"""Test doubles for the provider tests: a scripted HTTP API behind ``httpx2.MockTransport``."""
+"""Test doubles for the provider tests: a scripted HTTP API behind ``httpx2.MockTransport``, and
+one :class:`Protocol` object per SDK adapter, so that one contract suite runs against both."""
 
 from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import anthropic
 import anyio
 import attrs
 import httpx2
+import openai
 
-from llm_gateway import Gateway, LLMMessage, LLMRequest, ModelConfig
+from llm_gateway import Gateway, LLMMessage, LLMRequest, ModelConfig, ToolCall, Usage
 from llm_gateway.providers import Provider, open_provider
 
 Reply = httpx2.Response | Exception | Callable[[httpx2.Request], httpx2.Response]
@@ -75,3 +78,300 @@ def json_response(
 def user(text: str, model: str = "m", **fields: Any) -> LLMRequest:
     """A one-user-message request."""
     return LLMRequest(model=model, messages=[LLMMessage("user", text)], **fields)
+
+
+# -- one object per wire protocol ----------------------------------------------------------
+
+Body = dict[str, Any]
+
+
+@attrs.frozen(repr=False)
+class Protocol:
+    """What the contract suite needs to know about one adapter's wire protocol.
+
+    Attributes:
+        name: The test id (``"anthropic"``, ``"openai"``).
+        provider: A ``ModelProvider`` value served by the adapter.
+        model_name: The provider's model name the configs use.
+        display: The provider's name in error messages (``"Anthropic"``).
+        env_var: The environment variable the key may come from.
+        url: Where calls go when no endpoint is configured.
+        request_id_header: The response header with the provider's request id.
+        answer: A success body: ``answer(text, tool_calls, finish, usage)``; ``finish`` and
+            ``usage`` are the provider's raw values.
+        with_text: A success body whose answer text (Anthropic: a text block's ``text``,
+            OpenAI: ``message.content``) is the given value, whatever its type.
+        with_tool_call: A success body with one tool call whose id, name and arguments (the
+            decoded arguments object: OpenAI's is sent as its JSON text) are the given values.
+        with_finish: A success body whose raw finish reason is the given value.
+        with_usage: A success body whose ``usage`` is the given value.
+        error_body: An error body with the given error type and ``"secret prompt fragment"``
+            as the provider's message.
+        usage_paths: Each usage count's path in the body, and the ``Usage`` field it feeds.
+        usage_example: A ``usage`` object with every count, and the ``Usage`` it means.
+        finish_reasons: Raw finish reasons and what the gateway makes of them.
+        rate_limit_headers: A realistic set of the provider's rate-limit headers.
+        text_path: The path of the answer text, as an error message names it.
+        last_text: The text of the last message of a request body.
+        create: Calls the SDK's own create() with ``(client, kwargs)``.
+    """
+
+    name: str
+    provider: str
+    model_name: str
+    display: str
+    env_var: str
+    url: str
+    request_id_header: str
+    answer: Callable[[str, Sequence[ToolCall], Any, Any], Body]
+    with_text: Callable[[Any], Body]
+    with_tool_call: Callable[[Any, Any, Any], Body]
+    with_finish: Callable[[Any], Body]
+    with_usage: Callable[[Any], Body]
+    error_body: Callable[[str], Body]
+    usage_paths: Mapping[str, str]
+    usage_example: tuple[Body, Usage]
+    finish_reasons: Sequence[tuple[str | None, str | None]]
+    rate_limit_headers: Mapping[str, str]
+    text_path: str
+    create: Callable[[Any, Mapping[str, Any]], Any]
+
+    def config(self, **overrides: Any) -> ModelConfig:
+        fields: dict[str, Any] = {
+            "provider": self.provider,
+            "model_name": self.model_name,
+            "api_key": "test-key",
+        }
+        return ModelConfig(**(fields | overrides))
+
+    def reply(
+        self,
+        text: str = "hi",
+        tool_calls: Sequence[ToolCall] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx2.Response:
+        """A 200 answer with ``text`` and ``tool_calls``, a stop finish and some usage."""
+        finish = self.finish_reasons[0][0]
+        return json_response(200, self.answer(text, tool_calls, finish, None), headers)
+
+    def echo(self, request: httpx2.Request) -> httpx2.Response:
+        """Answers with the text of the last message, so answers can be matched to requests."""
+        last = json.loads(request.content)["messages"][-1]["content"]
+        return self.reply(f"echo {last}", headers={self.request_id_header: "req_echo"})
+
+    def api(self) -> ScriptedApi:
+        """A scripted API that echoes unless told otherwise."""
+        return ScriptedApi(self.echo)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<Protocol {self.name}>"
+
+
+# Anthropic Messages API ------------------------------------------------------------------
+
+
+def anthropic_answer(
+    text: str, tool_calls: Sequence[ToolCall], stop_reason: Any, usage: Any
+) -> Body:
+    blocks: list[Any] = [{"type": "text", "text": text}] if text else []
+    blocks += [
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": dict(c.arguments)}
+        for c in tool_calls
+    ]
+    return anthropic_message(blocks, stop_reason, usage)
+
+
+def anthropic_message(content: Any, stop_reason: Any = "end_turn", usage: Any = None) -> Body:
+    """A Messages API answer with these values."""
+    return {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-haiku-4-5",
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 3, "output_tokens": 2} if usage is None else usage,
+    }
+
+
+async def anthropic_create(client: httpx2.AsyncClient, kwargs: Mapping[str, Any]) -> None:
+    sdk = anthropic.AsyncAnthropic(
+        api_key="test-key", max_retries=0, timeout=600.0, http_client=client
+    )
+    async with sdk:
+        await sdk.messages.create(model="claude-haiku-4-5", **kwargs)
+
+
+ANTHROPIC = Protocol(
+    name="anthropic",
+    provider="claude-haiku",
+    model_name="claude-haiku-4-5",
+    display="Anthropic",
+    env_var="ANTHROPIC_API_KEY",
+    url="https://api.anthropic.com/v1/messages",
+    request_id_header="request-id",
+    answer=anthropic_answer,
+    with_text=lambda value: anthropic_message([{"type": "text", "text": value}]),
+    with_tool_call=lambda call_id, name, arguments: anthropic_message(
+        [{"type": "tool_use", "id": call_id, "name": name, "input": arguments}], "tool_use"
+    ),
+    with_finish=lambda value: anthropic_message([{"type": "text", "text": "hi"}], value),
+    with_usage=lambda usage: anthropic_message([{"type": "text", "text": "hi"}]) | {"usage": usage},
+    error_body=lambda error_type: {
+        "type": "error",
+        "error": {"type": error_type, "message": "secret prompt fragment"},
+    },
+    usage_paths={
+        "usage.input_tokens": "input_tokens",
+        "usage.output_tokens": "output_tokens",
+        "usage.cache_read_input_tokens": "cache_read_tokens",
+        "usage.cache_creation_input_tokens": "cache_write_tokens",
+    },
+    # Anthropic's input_tokens excludes cache reads and writes; the gateway's includes them.
+    usage_example=(
+        {
+            "input_tokens": 10,
+            "output_tokens": 7,
+            "cache_read_input_tokens": 100,
+            "cache_creation_input_tokens": 20,
+        },
+        Usage(input_tokens=130, output_tokens=7, cache_read_tokens=100, cache_write_tokens=20),
+    ),
+    finish_reasons=(
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("model_context_window_exceeded", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("pause_turn", "pause_turn"),
+        (None, None),
+    ),
+    rate_limit_headers={
+        "anthropic-ratelimit-requests-limit": "50",
+        "anthropic-ratelimit-requests-remaining": "0",
+        "anthropic-ratelimit-requests-reset": "2026-11-20T10:00:07Z",
+    },
+    text_path="content[0].text",
+    create=anthropic_create,
+)
+
+
+# OpenAI chat completions -----------------------------------------------------------------
+
+
+def openai_answer(
+    text: str, tool_calls: Sequence[ToolCall], finish_reason: Any, usage: Any
+) -> Body:
+    message: Body = {"role": "assistant", "content": text or None}
+    if tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": json.dumps(dict(c.arguments))},
+            }
+            for c in tool_calls
+        ]
+    return openai_completion(message, finish_reason, usage)
+
+
+def openai_completion(message: Any, finish_reason: Any = "stop", usage: Any = None) -> Body:
+    """A chat-completions answer with these values."""
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "gpt-4o",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+        if usage is None
+        else usage,
+    }
+
+
+def openai_tool_call(call_id: Any, name: Any, arguments: Any) -> Body:
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    return openai_completion({"role": "assistant", "content": None, "tool_calls": [call]})
+
+
+async def openai_create(client: httpx2.AsyncClient, kwargs: Mapping[str, Any]) -> None:
+    sdk = openai.AsyncOpenAI(api_key="test-key", max_retries=0, timeout=600.0, http_client=client)
+    async with sdk:
+        await sdk.chat.completions.create(model="gpt-4o", **kwargs)
+
+
+OPENAI = Protocol(
+    name="openai",
+    provider="gpt-4o",
+    model_name="gpt-4o",
+    display="OpenAI",
+    env_var="OPENAI_API_KEY",
+    url="https://api.openai.com/v1/chat/completions",
+    request_id_header="x-request-id",
+    answer=openai_answer,
+    with_text=lambda value: openai_completion({"role": "assistant", "content": value}),
+    with_tool_call=lambda call_id, name, arguments: openai_tool_call(
+        call_id, name, json.dumps(arguments) if isinstance(arguments, dict) else arguments
+    ),
+    with_finish=lambda value: openai_completion({"role": "assistant", "content": "hi"}, value),
+    with_usage=lambda usage: (
+        openai_completion({"role": "assistant", "content": "hi"}) | {"usage": usage}
+    ),
+    error_body=lambda error_type: {
+        "error": {
+            "message": "secret prompt fragment",
+            "type": error_type,
+            "param": None,
+            "code": None,
+        }
+    },
+    usage_paths={
+        "usage.prompt_tokens": "input_tokens",
+        "usage.completion_tokens": "output_tokens",
+        "usage.prompt_tokens_details.cached_tokens": "cache_read_tokens",
+    },
+    # OpenAI's prompt_tokens already includes the cached tokens.
+    usage_example=(
+        {
+            "prompt_tokens": 120,
+            "completion_tokens": 7,
+            "total_tokens": 127,
+            "prompt_tokens_details": {"cached_tokens": 100},
+        },
+        Usage(input_tokens=120, output_tokens=7, cache_read_tokens=100),
+    ),
+    finish_reasons=(
+        ("stop", "stop"),
+        ("length", "length"),
+        ("tool_calls", "tool_calls"),
+        ("function_call", "tool_calls"),
+        ("content_filter", "content_filter"),
+        ("something_new", "something_new"),
+        (None, None),
+    ),
+    rate_limit_headers={
+        "x-ratelimit-limit-requests": "500",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "6m0s",
+        "x-ratelimit-remaining-tokens": "1000",
+    },
+    text_path="choices[0].message.content",
+    create=openai_create,
+)
+
+PROTOCOLS = (ANTHROPIC, OPENAI)
+
+
+def set_path(body: Body, path: str, value: Any) -> Body:
+    """``body`` with the dotted ``path`` (``usage.prompt_tokens_details.cached_tokens``) set."""
+    *parents, last = path.split(".")
+    node = body
+    for name in parents:
+        node = node.setdefault(name, {})
+    node[last] = value
+    return body

@@ -5,6 +5,7 @@ Real time (sockets do not run on virtual clocks), both backends. Nothing leaves 
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import anyio
@@ -168,3 +169,25 @@ async def test_an_unreachable_server_is_a_connection_error(provider: str) -> Non
             await adapter.complete(ask("m", "hi"))
     assert caught.value.status_code is None
     assert caught.value.__cause__ is not None  # the transport's error, for debugging
+
+
+@pytest.mark.parametrize("model", ["claude", "gpt"])
+async def test_a_key_the_socket_refuses_never_shows_in_the_error(model: str) -> None:
+    """Defence in depth for keys (defect class 5 of issue 10), with the real HTTP stack.
+
+    A key with a line break is refused when the adapter opens; here it is forced onto the
+    open SDK client to reach h11, whose error quotes the header (``Illegal header value
+    b'Bearer sk-...'``). The adapter's exception must not carry it, chained or not.
+    """
+    key = "sk-live-7f3a9c1e5b2d4f6a8c0e"
+    async with open_fake_llm_server() as server:
+        config = models_for(server)[model]
+        async with open_provider(model, config) as adapter:
+            adapter.client.api_key = key + "\n"  # type: ignore[attr-defined]
+            with pytest.raises(ProviderConnectionError) as caught:
+                await adapter.complete(ask(model, "hi"))
+    error = caught.value
+    assert "LocalProtocolError" in str(error)  # the real stack refused the header
+    assert key not in "".join(traceback.format_exception(error)) + str(error) + repr(error)
+    assert error.__cause__ is None and error.__context__ is None
+    assert server.received == []  # nothing was sent
