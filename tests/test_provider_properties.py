@@ -255,7 +255,7 @@ async def answer_once(
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
 @pytest.mark.parametrize("protocol", PROTOCOLS, ids=str)
-@settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_answer_is_a_well_typed_response_or_a_gateway_error(
     backend: str, protocol: Protocol, data: st.DataObject
