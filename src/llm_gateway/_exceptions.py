@@ -1,7 +1,26 @@
 """The gateway's exception hierarchy.
 
 Every error a caller can see from the gateway derives from :class:`GatewayError`, so
-``except GatewayError`` catches all of them. Messages never contain prompt or completion text.
+``except GatewayError`` catches all of them. Messages never contain prompt or completion text,
+nor a key. The tree (a second base in parentheses)::
+
+    GatewayError
+    ├── ConfigError (ValueError)              bad configuration, at construction or loading
+    ├── RequestValidationError (ValueError)   a bad value type, at the call that built it
+    │   └── UnknownModelError                 the request names no configured model
+    ├── GatewayClosedError (RuntimeError)     not open, shutting down, or shut down
+    ├── QueueFullError                        submit_nowait found the queue full
+    ├── RequestCancelledError                 cancelled by future.cancel() or its caller
+    ├── RequestTimeoutError (TimeoutError)    the request's own deadline passed
+    ├── BatchError                            some requests of Gateway.batch() failed
+    └── ProviderError                         the provider failed to answer
+        ├── ProviderStatusError               an HTTP error status
+        │   ├── RateLimitError                429
+        │   └── AuthenticationError           401 or 403
+        ├── ProviderTimeoutError              no answer within the model's timeout_s
+        ├── ProviderConnectionError           unreachable, or the connection broke
+        ├── ProviderResponseError             a success answer the gateway cannot use
+        └── RetriesExhaustedError             retryable failures used up the retries
 """
 
 from __future__ import annotations
