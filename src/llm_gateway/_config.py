@@ -1,21 +1,34 @@
-"""Configuration: per-model settings and the gateway's, from objects, dicts or TOML."""
+"""Configuration: per-model settings and the gateway's, from objects, dicts or TOML.
+
+Every type validates on construction through the shared checks of :mod:`._validators` and
+raises ``ConfigError`` naming the field and the fix. :func:`load_config` is exactly as strict:
+it converts nothing (``batch_size = 2.5``, ``"10"`` or ``true`` are errors, not 2, 10 or 1; an
+int is accepted where a float is expected), and its messages name the field by its path in the
+file (``models.fast.batch_size``).
+
+``repr`` never shows a secret: not the key, not a secret-looking header or option in
+``provider_options``, not the user-info or a secret-looking query parameter of ``endpoint``.
+"""
 
 from __future__ import annotations
 
-import math
+import difflib
 import os
+import re
 import tomllib
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 import cattrs
-import cattrs.v
-from cattrs.errors import ClassValidationError
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from ._exceptions import ConfigError
 from ._models import ModelProvider, RequestPriority
+from ._validators import CONFIG as V
+from ._validators import Check, Item, api_key, described, to_tuple
 
 __all__ = [
     "CooldownPolicy",
@@ -30,17 +43,32 @@ __all__ = [
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
+_SECONDS = V.finite_number(min=0)
+_WINDOW = V.finite_number(
+    min=0, max=60, allow_zero=False, fix="use a divisor of 60: 1, 2, 5, 10, 30 or 60"
+)
+_LIMIT = V.optional(V.positive_int, fix="None means no limit")
 
-def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and (value >= 0 if allow_zero else value > 0)
-    )
-    if not ok or value != value or value == float("inf"):
-        raise ConfigError(
-            f"{name} is {value!r}; use a finite number {'>=' if allow_zero else '>'} 0"
-        )
+
+def _statuses(value: Iterable[int]) -> frozenset[int]:
+    # A list (TOML has no sets) or any set works; a str or a number is left for the validator.
+    if isinstance(value, list | tuple | set | frozenset):
+        return frozenset(value)
+    return value  # type: ignore[return-value]
+
+
+def _status_problem(value: object) -> str | Item | None:
+    if not isinstance(value, frozenset):
+        return f"got {described(value)}"
+    for status in sorted(value, key=repr):
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            return f"got {described(status)} in it"
+    return None
+
+
+_STATUSES = Check(
+    V.error, "a set of HTTP statuses (ints from 100 to 599)", _status_problem, "e.g. [429, 503]"
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -59,23 +87,16 @@ class RetryPolicy:
             never shorter than the provider's ``retry-after``.
         max_retry_after_s: A ``retry-after`` longer than this fails the request at once (with
             a clear error) instead of sleeping that long.
-        retry_statuses: The HTTP statuses that are retried.
+        retry_statuses: The HTTP statuses that are retried (any set or list of them).
     """
 
-    max_attempts: int = 4
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 20.0
-    max_retry_after_s: float = 60.0
-    retry_statuses: frozenset[int] = RETRYABLE_STATUSES
-
-    def __attrs_post_init__(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
-            raise ConfigError(f"RetryPolicy.max_attempts is {self.max_attempts!r}; use an int >= 1")
-        if self.max_attempts < 1:
-            raise ConfigError(f"RetryPolicy.max_attempts is {self.max_attempts!r}; use an int >= 1")
-        _positive("RetryPolicy.backoff_base_s", self.backoff_base_s, allow_zero=True)
-        _positive("RetryPolicy.backoff_max_s", self.backoff_max_s, allow_zero=True)
-        _positive("RetryPolicy.max_retry_after_s", self.max_retry_after_s, allow_zero=True)
+    max_attempts: int = attrs.field(default=4, validator=V.positive_int)
+    backoff_base_s: float = attrs.field(default=0.5, validator=_SECONDS)
+    backoff_max_s: float = attrs.field(default=20.0, validator=_SECONDS)
+    max_retry_after_s: float = attrs.field(default=60.0, validator=_SECONDS)
+    retry_statuses: frozenset[int] = attrs.field(
+        default=RETRYABLE_STATUSES, converter=_statuses, validator=_STATUSES
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -92,14 +113,8 @@ class CooldownPolicy:
         cooldown_s: How long a cooldown started by failures lasts.
     """
 
-    failure_threshold: int = 5
-    cooldown_s: float = 10.0
-
-    def __attrs_post_init__(self) -> None:
-        threshold = self.failure_threshold
-        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
-            raise ConfigError(f"CooldownPolicy.failure_threshold is {threshold!r}; use an int >= 1")
-        _positive("CooldownPolicy.cooldown_s", self.cooldown_s, allow_zero=True)
+    failure_threshold: int = attrs.field(default=5, validator=V.positive_int)
+    cooldown_s: float = attrs.field(default=10.0, validator=_SECONDS)
 
 
 @attrs.frozen(kw_only=True)
@@ -120,33 +135,12 @@ class RateLimitPolicy:
             limits per second).
     """
 
-    high_reserve: float = 0.0
-    default_output_tokens: int = 1024
-    tokenizer: str = "heuristic"
-    window_s: float = 60.0
-
-    def __attrs_post_init__(self) -> None:
-        if not isinstance(self.window_s, int | float) or not 0 < self.window_s <= 60:
-            raise ConfigError(
-                f"RateLimitPolicy.window_s is {self.window_s!r}; use seconds in (0, 60]"
-            )
-        if not isinstance(self.high_reserve, int | float) or not 0 <= self.high_reserve <= 0.9:
-            raise ConfigError(
-                f"RateLimitPolicy.high_reserve is {self.high_reserve!r}; use a share from 0 to 0.9"
-            )
-        if (
-            isinstance(self.default_output_tokens, bool)
-            or not isinstance(self.default_output_tokens, int)
-            or self.default_output_tokens < 0
-        ):
-            raise ConfigError(
-                f"RateLimitPolicy.default_output_tokens is {self.default_output_tokens!r}; "
-                "use an int >= 0"
-            )
-        if self.tokenizer not in ("heuristic", "tiktoken"):
-            raise ConfigError(
-                f"RateLimitPolicy.tokenizer is {self.tokenizer!r}; use 'heuristic' or 'tiktoken'"
-            )
+    high_reserve: float = attrs.field(
+        default=0.0, validator=V.finite_number(min=0, max=0.9, fix="give a share, e.g. 0.2")
+    )
+    default_output_tokens: int = attrs.field(default=1024, validator=V.non_negative_int)
+    tokenizer: str = attrs.field(default="heuristic", validator=V.one_of("heuristic", "tiktoken"))
+    window_s: float = attrs.field(default=60.0, validator=_WINDOW)
 
 
 @attrs.frozen(kw_only=True)
@@ -156,21 +150,14 @@ class LimitGroup:
     Attributes:
         max_requests_per_minute: Requests per minute across the group's models.
         max_tokens_per_minute: Estimated tokens per minute across the group's models.
+        window_s: The pacing window (see :attr:`RateLimitPolicy.window_s`).
     """
 
-    max_requests_per_minute: int | None = None
-    max_tokens_per_minute: int | None = None
-    window_s: float = 60.0
+    max_requests_per_minute: int | None = attrs.field(default=None, validator=_LIMIT)
+    max_tokens_per_minute: int | None = attrs.field(default=None, validator=_LIMIT)
+    window_s: float = attrs.field(default=60.0, validator=_WINDOW)
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.window_s, int | float) or not 0 < self.window_s <= 60:
-            raise ConfigError(f"LimitGroup.window_s is {self.window_s!r}; use seconds in (0, 60]")
-        for name in ("max_requests_per_minute", "max_tokens_per_minute"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                raise ConfigError(f"LimitGroup.{name} is {value!r}; use an int >= 1, or None")
         check_window(
             "LimitGroup", self.window_s, self.max_requests_per_minute, self.max_tokens_per_minute
         )
@@ -196,29 +183,129 @@ def check_window(where: str, window_s: float, rpm: int | None, tpm: int | None) 
             )
 
 
+# --- Redaction: what repr shows of values that may hold secrets -------------------------------
+
+_SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}
+)
+_SECRET_PARTS = ("key", "token", "secret", "auth", "password", "passwd", "session", "cookie")
+_SECRET_WORDS = re.compile(
+    r"(^|[^a-z0-9])(api_?key|key|token|secret|password|passwd|auth|authorization|credentials?"
+    r"|cookie|session|signature|sig)($|[^a-z0-9])"
+)
+_SECRET_VALUE = re.compile(r"^\s*(bearer|basic)\s|^\s*sk[-_]", re.IGNORECASE)
+_HEADER_MAPS = frozenset({"extra_headers", "headers", "default_headers"})
+REDACTED = "***"
+
+
+def secret_header(name: str) -> bool:
+    """Whether an HTTP header of this name may carry a credential."""
+    lower = name.lower()
+    return lower in _SECRET_HEADERS or any(part in lower for part in _SECRET_PARTS)
+
+
+def _secret_option(name: str) -> bool:
+    # Options are named by words (``api_key``, ``accessToken``): match whole words, so that
+    # ``default_max_tokens`` stays visible.
+    lower = name.lower()
+    return bool(_SECRET_WORDS.search(lower)) or lower.endswith(
+        ("apikey", "token", "secret", "password")
+    )
+
+
+def _redacted(value: Any, *, headers: bool = False) -> Any:
+    """A copy of ``value`` with secret-looking entries replaced by ``"***"``."""
+    if isinstance(value, Mapping):
+        result = {}
+        for key, item in value.items():
+            name = key if isinstance(key, str) else ""
+            secret = secret_header(name) if headers else _secret_option(name)
+            result[key] = (
+                REDACTED if secret else _redacted(item, headers=name.lower() in _HEADER_MAPS)
+            )
+        return result
+    if isinstance(value, list | tuple):
+        return type(value)(_redacted(item) for item in value)
+    if isinstance(value, str) and _SECRET_VALUE.search(value):
+        return REDACTED
+    return value
+
+
+def redact_url(url: str) -> str:
+    """``url`` without credentials: user-info and secret-looking query values become ``***``.
+
+    ``https://user:pw@host/v1?api_key=k`` -> ``https://***@host/v1?api_key=***``.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return REDACTED
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
+    query = "&".join(
+        f"{name}={REDACTED}" if sep and _secret_option(urllib.parse.unquote(name)) else pair
+        for pair in parts.query.split("&")
+        for name, sep, _ in [pair.partition("=")]
+    )
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def _secret_repr(value: str | None) -> str:
-    return "None" if value is None else "'***'"
+    return "None" if value is None else f"'{REDACTED}'"
+
+
+def _endpoint_repr(value: str | None) -> str:
+    return repr(value if not isinstance(value, str) else redact_url(value))
+
+
+def _options_repr(value: Mapping[str, Any]) -> str:
+    return repr(_redacted(value))
+
+
+# --- ModelConfig ----------------------------------------------------------------------------
 
 
 def _to_provider(value: ModelProvider | str) -> ModelProvider:
-    try:
+    # A known value becomes the enum; anything else is left for the validator to reject.
+    if isinstance(value, str) and value in ModelProvider._value2member_map_:
         return ModelProvider(value)
+    return value  # type: ignore[return-value]
+
+
+def _endpoint_problem(value: object) -> str | Item | None:
+    # The message never quotes the URL: it may hold a user-info password.
+    if value is None:
+        return None
+    problem = V.text(non_empty=True).problem(value)
+    if problem is not None:
+        return problem
+    assert isinstance(value, str)
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        return "got a URL with whitespace or control characters (the URL is not shown)"
+    try:
+        parts = urllib.parse.urlsplit(value)
     except ValueError:
-        choices = ", ".join(p.value for p in ModelProvider)
-        raise ConfigError(f"ModelConfig.provider is {value!r}; use one of {choices}") from None
+        return "got a str that is not a URL (the URL is not shown)"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "got a str that is not an http(s) URL with a host (the URL is not shown)"
+    return None
 
 
-def _check(ok: bool, field: str, value: object, fix: str) -> None:
-    if not ok:
-        raise ConfigError(f"ModelConfig.{field} is {value!r}; {fix}")
+_ENDPOINT = Check(
+    V.error,
+    "an http:// or https:// URL, or None",
+    _endpoint_problem,
+    "e.g. 'http://localhost:8000/v1'",
+)
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _fallbacks(value: Iterable[str]) -> tuple[str, ...]:
+    result: tuple[str, ...] = to_tuple(value)
+    return result
 
 
-def _is_number(value: object) -> bool:
-    return _is_int(value) or (isinstance(value, float) and not math.isnan(value))
+BATCH_FILLS = ("eager", "wait")
 
 
 @attrs.frozen(kw_only=True)
@@ -228,12 +315,23 @@ class ModelConfig:
     Attributes:
         provider: Which kind of provider serves the model.
         model_name: The provider's name for the model (e.g. ``"claude-haiku-4-5"``).
-        endpoint: Base URL override (a proxy, an Azure-style gateway, a local server).
+        endpoint: Base URL override (a proxy, an Azure-style gateway, a local server): an
+            ``http://`` or ``https://`` URL. ``repr`` hides its user-info.
         api_key: The key; read from the provider's environment variable when ``None``.
-            Never shown by ``repr`` or written to logs.
+            Printable ASCII without whitespace (strip a key read from a file). Never shown by
+            ``repr``, in error messages, or written to logs.
         max_requests_per_minute: Request budget per minute, or ``None`` for no limit.
         max_tokens_per_minute: Token budget per minute, or ``None`` for no limit.
-        batch_size: The most requests in one batch; a batch leaves as soon as this many wait.
+        batch_size: The most requests in one batch.
+        batch_fill: When a batch leaves (see :data:`BATCH_FILLS`).
+
+            - ``"eager"`` (default): work-conserving. A batch leaves at once while the model
+              has free capacity and rate budget; requests gather into batches (up to
+              ``batch_size``, in priority order) only while the model is saturated or
+              throttled. An idle model adds no wait.
+            - ``"wait"``: the fixed window. A batch leaves when ``batch_size`` requests wait
+              or the oldest reaches its priority's maximum wait (``high_max_wait_s``,
+              ``batch_timeout_ms``, ``low_max_wait_s``): the original behaviour.
         batch_timeout_ms: The longest a NORMAL request waits for its batch to fill.
         high_max_wait_s: The longest a HIGH request waits for its batch to fill (0: it leaves
             as soon as there is capacity).
@@ -245,6 +343,9 @@ class ModelConfig:
             ``submit_nowait`` raises :class:`QueueFullError` beyond it.
         timeout_s: Default deadline of a request, queue wait included; ``None`` for none.
         provider_options: Extra options for the provider adapter (see ``docs/providers.md``).
+            ``repr`` hides secret-looking headers in ``extra_headers`` (``authorization``,
+            ``x-api-key``, any name with key, token, secret, auth, password or session) and
+            secret-looking options.
         retry: When and how failed calls are retried (see :class:`RetryPolicy`).
         cooldown: When the model pauses after failures (see :class:`CooldownPolicy`).
         fallbacks: Model ids to try, in order, when a request has used up its retries here
@@ -253,60 +354,54 @@ class ModelConfig:
         limit_group: The name of a shared budget in ``GatewayConfig.limit_groups``.
     """
 
-    provider: ModelProvider = attrs.field(converter=_to_provider)
-    model_name: str
-    endpoint: str | None = None
-    api_key: str | None = attrs.field(default=None, repr=_secret_repr)
-    max_requests_per_minute: int | None = None
-    max_tokens_per_minute: int | None = None
-    batch_size: int = 10
-    batch_timeout_ms: float = 100.0
-    high_max_wait_s: float = 0.0
-    low_max_wait_s: float = 1.0
-    aging_s: float = 10.0
-    max_concurrency: int = 32
-    queue_capacity: int = 10_000
-    timeout_s: float | None = 600.0
-    provider_options: Mapping[str, Any] = attrs.field(factory=dict)
-    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
-    cooldown: CooldownPolicy = attrs.field(factory=CooldownPolicy)
-    fallbacks: tuple[str, ...] = ()
-    rate_limit: RateLimitPolicy = attrs.field(factory=RateLimitPolicy)
-    limit_group: str | None = None
+    provider: ModelProvider = attrs.field(
+        converter=_to_provider,
+        validator=V.one_of(*(p.value for p in ModelProvider)),
+    )
+    model_name: str = attrs.field(
+        validator=V.text(non_empty=True, fix="give the provider's model name")
+    )
+    endpoint: str | None = attrs.field(default=None, validator=_ENDPOINT, repr=_endpoint_repr)
+    api_key: str | None = attrs.field(default=None, validator=api_key, repr=_secret_repr)
+    max_requests_per_minute: int | None = attrs.field(default=None, validator=_LIMIT)
+    max_tokens_per_minute: int | None = attrs.field(default=None, validator=_LIMIT)
+    batch_size: int = attrs.field(default=10, validator=V.positive_int)
+    batch_fill: str = attrs.field(default="eager", validator=V.one_of(*BATCH_FILLS))
+    batch_timeout_ms: float = attrs.field(default=100.0, validator=_SECONDS)
+    high_max_wait_s: float = attrs.field(default=0.0, validator=_SECONDS)
+    low_max_wait_s: float = attrs.field(default=1.0, validator=_SECONDS)
+    aging_s: float = attrs.field(default=10.0, validator=V.finite_number(min=0, allow_zero=False))
+    max_concurrency: int = attrs.field(default=32, validator=V.positive_int)
+    queue_capacity: int = attrs.field(default=10_000, validator=V.positive_int)
+    timeout_s: float | None = attrs.field(
+        default=600.0,
+        validator=V.optional(
+            V.finite_number(min=0, allow_zero=False), fix="give seconds, or None for no deadline"
+        ),
+    )
+    provider_options: Mapping[str, Any] = attrs.field(
+        factory=dict, validator=V.str_mapping(), repr=_options_repr
+    )
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy, validator=V.instance_of(RetryPolicy))
+    cooldown: CooldownPolicy = attrs.field(
+        factory=CooldownPolicy, validator=V.instance_of(CooldownPolicy)
+    )
+    fallbacks: tuple[str, ...] = attrs.field(
+        default=(), converter=_fallbacks, validator=V.str_tuple(fix="give a list of model ids")
+    )
+    rate_limit: RateLimitPolicy = attrs.field(
+        factory=RateLimitPolicy, validator=V.instance_of(RateLimitPolicy)
+    )
+    limit_group: str | None = attrs.field(
+        default=None, validator=V.optional(V.text(non_empty=True))
+    )
 
     def __attrs_post_init__(self) -> None:
-        _check(
-            isinstance(self.model_name, str) and bool(self.model_name),
-            "model_name",
-            self.model_name,
-            "give the provider's model name",
-        )
-        for name in ("batch_size", "max_concurrency", "queue_capacity"):
-            value = getattr(self, name)
-            _check(_is_int(value) and value >= 1, name, value, "use an int >= 1")
-        for name in ("max_requests_per_minute", "max_tokens_per_minute"):
-            value = getattr(self, name)
-            _check(
-                value is None or (_is_int(value) and value >= 1),
-                name,
-                value,
-                "use an int >= 1, or None for no limit",
-            )
-        for name in ("batch_timeout_ms", "high_max_wait_s", "low_max_wait_s"):
-            value = getattr(self, name)
-            _check(_is_number(value) and 0 <= value < math.inf, name, value, "use a number >= 0")
-        _check(_is_number(self.aging_s) and self.aging_s > 0, "aging_s", self.aging_s, "use > 0")
         check_window(
             "ModelConfig.rate_limit",
             self.rate_limit.window_s,
             self.max_requests_per_minute,
             self.max_tokens_per_minute,
-        )
-        _check(
-            self.timeout_s is None or (_is_number(self.timeout_s) and self.timeout_s > 0),
-            "timeout_s",
-            self.timeout_s,
-            "use a positive number of seconds, or None",
         )
 
     def max_wait_s(self, priority: RequestPriority) -> float:
@@ -318,25 +413,51 @@ class ModelConfig:
         return self.low_max_wait_s
 
 
+def _models_problem(value: object) -> str | Item | None:
+    if not isinstance(value, Mapping):
+        return f"got {described(value)}"
+    for model_id, model in value.items():
+        if not isinstance(model_id, str) or not model_id:
+            return f"got a model id {described(model_id) if model_id != '' else repr('')}"
+        if not isinstance(model, ModelConfig):
+            return Item(
+                f"[{model_id!r}]",
+                "a ModelConfig",
+                f"got {described(model)}; build it with ModelConfig(...), or pass the whole "
+                "configuration as a dict to load_config",
+            )
+    return None
+
+
+def _log_dir(value: str | os.PathLike[str] | None) -> str | None:
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
 @attrs.frozen(kw_only=True)
 class GatewayConfig:
     """The whole gateway's configuration.
 
     Attributes:
         models: Model id -> its configuration. Requests name a model by its id.
-        log_dir: Where ``gateway/batches.jsonl`` and ``gateway/errors.jsonl`` go; ``None``
-            turns logging off.
+        log_dir: Where ``gateway/batches.jsonl`` and ``gateway/errors.jsonl`` go (a path);
+            ``None`` turns logging off.
         limit_groups: Budgets shared by several models (one API key or organisation), by
             name; a model joins one with ``limit_group``.
     """
 
-    models: Mapping[str, ModelConfig]
-    log_dir: str | None = "04_logs"
-    limit_groups: Mapping[str, LimitGroup] = attrs.field(factory=dict)
+    models: Mapping[str, ModelConfig] = attrs.field(
+        validator=Check(V.error, "a dict of model id -> ModelConfig", _models_problem)
+    )
+    log_dir: str | None = attrs.field(
+        default="04_logs", converter=_log_dir, validator=V.optional(V.text(non_empty=True))
+    )
+    limit_groups: Mapping[str, LimitGroup] = attrs.field(
+        factory=dict, validator=V.str_mapping(values=V.instance_of(LimitGroup))
+    )
 
     def __attrs_post_init__(self) -> None:
         if not self.models:
-            raise ConfigError("GatewayConfig.models is empty; configure at least one model")
+            raise V.fail(self, "models", "is empty; configure at least one model")
         for model_id, model in self.models.items():
             if model.limit_group is not None and model.limit_group not in self.limit_groups:
                 raise ConfigError(
@@ -349,24 +470,91 @@ class GatewayConfig:
                         f"models.{model_id}.fallbacks names {fallback!r}, which is not another "
                         f"configured model; use some of {sorted(set(self.models) - {model_id})}"
                     )
-            if not isinstance(model_id, str) or not model_id:
-                raise ConfigError(f"GatewayConfig.models has an empty or non-str id {model_id!r}")
-            if not isinstance(model, ModelConfig):
-                raise ConfigError(
-                    f"GatewayConfig.models[{model_id!r}] is a {type(model).__name__}; "
-                    "use a ModelConfig (or build the whole config from a dict)"
-                )
+
+
+# --- Loading: dicts and TOML through cattrs, exactly as strict as the constructors -----------
+
+
+def _strict(expected: str, valid: Callable[[Any], bool]) -> Callable[[Any, type[Any]], Any]:
+    def structure(value: Any, _: type[Any]) -> Any:
+        # Only the type is named, never the value: it may be a key.
+        if not valid(value):
+            raise ConfigError(f"must be {expected}, got {type(value).__name__}")
+        return value
+
+    return structure
+
+
+def _not_bool_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
+_converter.register_structure_hook(int, _strict("an int", _not_bool_int))
+_converter.register_structure_hook(
+    float,
+    _strict("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)),
+)
+_converter.register_structure_hook(str, _strict("a str", lambda v: isinstance(v, str)))
+_converter.register_structure_hook(bool, _strict("a bool", lambda v: isinstance(v, bool)))
+# Lists become tuples and sets here; the constructors' converters and validators check them
+# (a str is not split into characters).
+_converter.register_structure_hook_func(
+    lambda t: t == tuple[str, ...], _strict("a list", lambda v: isinstance(v, list | tuple))
+)
+_converter.register_structure_hook_func(
+    lambda t: t == frozenset[int],
+    _strict("a list", lambda v: isinstance(v, list | tuple | set | frozenset)),
+)
+# The constructor's converter and validator decide, with the constructor's message.
+_converter.register_structure_hook(ModelProvider, lambda value, _: value)
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
-def _describe(exc: BaseException, type_: Any) -> str:
+def _join(path: str, key: object) -> str:
+    if isinstance(key, str) and _KEY.fullmatch(key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{key!r}]"
+
+
+def _field_problem(exc: BaseException, path: str, cls: Any) -> str:
+    """One problem's message, naming the field by its path (``models.fast.batch_size``)."""
+    where = path or "the configuration"
     if isinstance(exc, ConfigError):
-        return str(exc)
-    if isinstance(type_, type) and issubclass(type_, ModelProvider):
-        return f"unknown provider; use one of {', '.join(p.value for p in ModelProvider)}"
-    return cattrs.v.format_exception(exc, type_)
+        message = str(exc)
+        # The constructors' messages start "ModelConfig.batch_size ...": name the path instead.
+        prefix = f"{getattr(cls, '__name__', '')}."
+        if isinstance(cls, type) and message.startswith(prefix):
+            return f"{path}.{message[len(prefix) :]}" if path else message[len(prefix) :]
+        if message.startswith("must be"):
+            return f"{where} {message}"
+        return message
+    if isinstance(exc, ForbiddenExtraKeysError):
+        known = [a.name for a in attrs.fields(exc.cl)] if attrs.has(exc.cl) else []
+        hints = []
+        for name in sorted(exc.extra_fields):
+            close = difflib.get_close_matches(name, known, n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        return f"{where} has unknown keys {', '.join(hints)}; known keys: {', '.join(known)}"
+    if isinstance(exc, KeyError):
+        return f"{where} is required"
+    if isinstance(cls, type) and attrs.has(cls):
+        return f"{where} must be a table (dict) of {cls.__name__} fields"
+    return f"{where} must be {getattr(cls, '__name__', None) or 'valid'}"
+
+
+def _problems(exc: BaseException, path: str, cls: Any) -> list[str]:
+    """Every problem under ``exc`` (cattrs groups them by field and by item), by path."""
+    if isinstance(exc, IterableValidationError):
+        items, rest = exc.group_exceptions()
+        found = [p for e, n in items for p in _problems(e, _join(path, n.index), n.type)]
+        return found + [_field_problem(e, path, cls) for e in rest]
+    if isinstance(exc, ClassValidationError):
+        fields, rest = exc.group_exceptions()
+        found = [p for e, a in fields for p in _problems(e, _join(path, a.name), a.type)]
+        return found + [_field_problem(e, path, exc.cl) for e in rest]
+    return [_field_problem(exc, path, cls)]
 
 
 def load_config(
@@ -375,10 +563,12 @@ def load_config(
     """Build a :class:`GatewayConfig` from a dict, a TOML file path, or a config object.
 
     A dict is either the whole configuration (``{"models": {...}, "log_dir": ...}``) or, as in
-    the first specification, a mapping of model id -> :class:`ModelConfig`.
+    the first specification, a mapping of model id -> :class:`ModelConfig`. A dict or TOML
+    file is exactly as strict as the constructors: no value is converted to another type.
 
     Raises:
-        ConfigError: The configuration is invalid; the message names the field.
+        ConfigError: The configuration is invalid; the message names each wrong field by its
+            path (``models.fast.batch_size``).
     """
     if isinstance(source, GatewayConfig):
         return source
@@ -403,7 +593,7 @@ def load_config(
         return GatewayConfig(models=dict(source))
     try:
         config: GatewayConfig = _converter.structure(data, GatewayConfig)
-    except ClassValidationError as exc:
-        problems = "; ".join(cattrs.transform_error(exc, format_exception=_describe))
+    except (ClassValidationError, IterableValidationError, ConfigError) as exc:
+        problems = "; ".join(_problems(exc, "", GatewayConfig))
         raise ConfigError(f"invalid configuration: {problems}") from None
     return config

@@ -1,20 +1,23 @@
 """Value types: providers, priorities, messages, tools, requests and responses.
 
-All are immutable (``attrs.frozen``) and validate on construction, so a bad request fails at the
-line that built it, never inside a batch.
+All are immutable (``attrs.frozen``) and validate on construction through the shared checks of
+:mod:`._validators`, so a bad request fails at the line that built it with a
+``RequestValidationError`` naming the field and the fix, never later inside a batch, a log
+write or a provider call. Every text field is a ``str`` that UTF-8 can encode (no lone
+surrogates); tool schemas and tool-call arguments are JSON.
 """
 
 from __future__ import annotations
 
 import enum
-import math
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
-from ._exceptions import RequestValidationError
+from ._validators import REQUEST as V
+from ._validators import to_tuple
 
 __all__ = [
     "LLMMessage",
@@ -57,9 +60,15 @@ class RequestPriority(enum.IntEnum):
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 
+_TEXT = V.text()
+_ID = V.text(non_empty=True)
+_OPTIONAL_ID = V.optional(V.text(), fix="pass a string id")
+_JSON_OBJECT = V.json_object(fix="use dicts, lists, str, finite numbers, bools and None only")
 
-def _fail(cls: str, field: str, problem: str, fix: str) -> RequestValidationError:
-    return RequestValidationError(f"{cls}.{field} {problem}; {fix}")
+
+def _tool_calls(value: Iterable[ToolCall] | None) -> tuple[ToolCall, ...]:
+    result: tuple[ToolCall, ...] = to_tuple(value)
+    return result
 
 
 @attrs.frozen
@@ -69,34 +78,12 @@ class ToolCall:
     Attributes:
         id: The provider's id for the call; send it back as ``LLMMessage.tool_call_id``.
         name: The tool's name.
-        arguments: The call's arguments, parsed into a dict.
+        arguments: The call's arguments, parsed into a dict (a JSON object).
     """
 
-    id: str
-    name: str
-    arguments: Mapping[str, Any] = attrs.field(factory=dict)
-
-
-def _tuple_of(value: Iterable[Any] | None, kind: type[Any], cls: str, field: str) -> Any:
-    if value is None:
-        return ()
-    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
-        raise _fail(cls, field, f"must be a list of {kind.__name__}", f"got {type(value).__name__}")
-    items = tuple(value)
-    for i, item in enumerate(items):
-        if not isinstance(item, kind):
-            raise _fail(
-                cls,
-                f"{field}[{i}]",
-                f"must be a {kind.__name__}",
-                f"got {type(item).__name__}; build it with {kind.__name__}(...)",
-            )
-    return items
-
-
-def _message_tool_calls(value: Iterable[ToolCall] | None) -> tuple[ToolCall, ...]:
-    result: tuple[ToolCall, ...] = _tuple_of(value, ToolCall, "LLMMessage", "tool_calls")
-    return result
+    id: str = attrs.field(validator=_TEXT)
+    name: str = attrs.field(validator=_TEXT)
+    arguments: Mapping[str, Any] = attrs.field(factory=dict, validator=_JSON_OBJECT)
 
 
 @attrs.frozen
@@ -110,33 +97,23 @@ class LLMMessage:
         tool_calls: For ``role="assistant"``: the tool calls the model made on that turn.
     """
 
-    role: str
-    content: str = ""
-    tool_call_id: str | None = attrs.field(default=None, kw_only=True)
+    role: str = attrs.field(validator=V.one_of(*sorted(ROLES)))
+    content: str = attrs.field(default="", validator=_TEXT)
+    tool_call_id: str | None = attrs.field(default=None, kw_only=True, validator=_OPTIONAL_ID)
     tool_calls: tuple[ToolCall, ...] = attrs.field(
-        default=(), kw_only=True, converter=_message_tool_calls
+        default=(), kw_only=True, converter=_tool_calls, validator=V.tuple_of(ToolCall)
     )
 
     def __attrs_post_init__(self) -> None:
-        if self.role not in ROLES:
-            raise _fail(
-                "LLMMessage", "role", f"is {self.role!r}", f"use one of {', '.join(sorted(ROLES))}"
-            )
-        if not isinstance(self.content, str):
-            raise _fail(
-                "LLMMessage", "content", "must be a str", f"got {type(self.content).__name__}"
-            )
         if self.role == "tool" and not self.tool_call_id:
-            raise _fail(
-                "LLMMessage",
+            raise V.fail(
+                self,
                 "tool_call_id",
-                "is required when role='tool'",
-                "set it to the id of the ToolCall this message answers",
+                "is required when role='tool'; set it to the id of the ToolCall this message "
+                "answers",
             )
         if self.tool_calls and self.role != "assistant":
-            raise _fail(
-                "LLMMessage", "tool_calls", "is only allowed on role='assistant'", "remove it"
-            )
+            raise V.fail(self, "tool_calls", "is only allowed on role='assistant'; remove it")
 
 
 @attrs.frozen(init=False)
@@ -146,13 +123,13 @@ class LLMTool:
     Attributes:
         name: The tool's name.
         description: What the tool does, for the model.
-        input_schema: JSON Schema of the tool's arguments. ``parameters=`` is accepted as a
-            synonym (the OpenAI name).
+        input_schema: JSON Schema of the tool's arguments (a JSON object). ``parameters=`` is
+            accepted as a synonym (the OpenAI name).
     """
 
-    name: str
-    description: str
-    input_schema: Mapping[str, Any]
+    name: str = attrs.field(validator=_ID)
+    description: str = attrs.field(validator=_TEXT)
+    input_schema: Mapping[str, Any] = attrs.field(validator=_JSON_OBJECT)
 
     def __init__(
         self,
@@ -163,16 +140,10 @@ class LLMTool:
         parameters: Mapping[str, Any] | None = None,
     ) -> None:
         if input_schema is not None and parameters is not None:
-            raise _fail(
-                "LLMTool", "parameters", "and input_schema were both given", "give only one"
-            )
+            raise V.fail(self, "parameters", "and input_schema were both given; give only one")
         schema = input_schema if input_schema is not None else parameters
         if schema is None:
             schema = {"type": "object", "properties": {}}
-        if not isinstance(schema, Mapping):
-            raise _fail("LLMTool", "input_schema", "must be a JSON Schema dict", "pass a dict")
-        if not name or not isinstance(name, str):
-            raise _fail("LLMTool", "name", "must be a non-empty str", f"got {name!r}")
         self.__attrs_init__(name, description, schema)
 
     @property
@@ -181,13 +152,13 @@ class LLMTool:
         return self.input_schema
 
 
-def _request_messages(value: Iterable[LLMMessage]) -> tuple[LLMMessage, ...]:
-    result: tuple[LLMMessage, ...] = _tuple_of(value, LLMMessage, "LLMRequest", "messages")
+def _messages(value: Iterable[LLMMessage]) -> tuple[LLMMessage, ...]:
+    result: tuple[LLMMessage, ...] = to_tuple(value)
     return result
 
 
-def _request_tools(value: Iterable[LLMTool] | None) -> tuple[LLMTool, ...]:
-    result: tuple[LLMTool, ...] = _tuple_of(value, LLMTool, "LLMRequest", "tools")
+def _tools(value: Iterable[LLMTool] | None) -> tuple[LLMTool, ...]:
+    result: tuple[LLMTool, ...] = to_tuple(value)
     return result
 
 
@@ -202,14 +173,16 @@ def _new_request_id() -> str:
 
 
 def _to_priority(value: RequestPriority | int | str) -> RequestPriority:
-    try:
-        if isinstance(value, str):
-            return RequestPriority[value.upper()]
-        return RequestPriority(value)
-    except (KeyError, ValueError):
-        raise _fail(
-            "LLMRequest", "priority", f"is {value!r}", "use RequestPriority.HIGH, NORMAL or LOW"
-        ) from None
+    # A name in any case, or a value; anything else (a bool included: True is not HIGH) is
+    # left for the validator to reject.
+    if isinstance(value, str) and value.upper() in RequestPriority.__members__:
+        return RequestPriority[value.upper()]
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return RequestPriority(value)
+        except ValueError:
+            pass
+    return value  # type: ignore[return-value]
 
 
 @attrs.frozen(kw_only=True)
@@ -219,10 +192,12 @@ class LLMRequest:
     Attributes:
         model: The id of a configured model (a key of the gateway's ``models``). A
             :class:`ModelProvider` works too when exactly one configured model uses it.
-        messages: The conversation, at least one message.
+        messages: The conversation, at least one message (any iterable of
+            :class:`LLMMessage`; stored as a tuple).
         tools: Tools the model may call.
         request_id: For tracing; a fresh id when not given.
-        priority: How urgent the request is.
+        priority: How urgent the request is: a :class:`RequestPriority`, its name in any case
+            (``"high"``) or its value (``1``).
         temperature: Sampling temperature, 0 to 2.
         max_tokens: The most tokens to generate; the model's default when ``None``.
         agent_id: Which agent sent the request (logged).
@@ -231,57 +206,47 @@ class LLMRequest:
             wait included); the model's ``timeout_s`` when ``None``.
     """
 
-    model: str = attrs.field(converter=_to_model_id)
-    messages: tuple[LLMMessage, ...] = attrs.field(converter=_request_messages)
-    tools: tuple[LLMTool, ...] = attrs.field(default=(), converter=_request_tools)
-    request_id: str = attrs.field(factory=_new_request_id)
-    priority: RequestPriority = attrs.field(default=RequestPriority.NORMAL, converter=_to_priority)
-    temperature: float = 0.0
-    max_tokens: int | None = None
-    agent_id: str | None = None
-    trace_id: str | None = None
-    timeout_s: float | None = None
+    model: str = attrs.field(
+        converter=_to_model_id,
+        validator=V.text(non_empty=True, fix="use the id of a configured model"),
+    )
+    messages: tuple[LLMMessage, ...] = attrs.field(
+        converter=_messages,
+        validator=V.tuple_of(
+            LLMMessage, non_empty=True, fix="give at least one LLMMessage(role, content)"
+        ),
+    )
+    tools: tuple[LLMTool, ...] = attrs.field(
+        default=(), converter=_tools, validator=V.tuple_of(LLMTool)
+    )
+    request_id: str = attrs.field(
+        factory=_new_request_id,
+        validator=V.text(non_empty=True, fix="pass a string id, or leave it out for a fresh one"),
+    )
+    priority: RequestPriority = attrs.field(
+        default=RequestPriority.NORMAL,
+        converter=_to_priority,
+        validator=V.instance_of(
+            RequestPriority, fix="use RequestPriority.HIGH, NORMAL or LOW (or 'high', 1, ...)"
+        ),
+    )
+    temperature: float = attrs.field(default=0.0, validator=V.finite_number(min=0, max=2))
+    max_tokens: int | None = attrs.field(
+        default=None,
+        validator=V.optional(V.positive_int, fix="None means the model's default"),
+    )
+    agent_id: str | None = attrs.field(default=None, validator=_OPTIONAL_ID)
+    trace_id: str | None = attrs.field(default=None, validator=_OPTIONAL_ID)
+    timeout_s: float | None = attrs.field(
+        default=None,
+        validator=V.optional(
+            V.finite_number(min=0, allow_zero=False),
+            fix="give seconds, or None for the model's default",
+        ),
+    )
 
-    def __attrs_post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model:
-            raise _fail(
-                "LLMRequest", "model", "must be a configured model id", f"got {self.model!r}"
-            )
-        if not self.messages:
-            raise _fail("LLMRequest", "messages", "is empty", "give at least one LLMMessage")
-        if (
-            isinstance(self.temperature, bool)
-            or not isinstance(self.temperature, int | float)
-            or not 0.0 <= self.temperature <= 2.0
-        ):
-            raise _fail(
-                "LLMRequest", "temperature", f"is {self.temperature!r}", "use a number from 0 to 2"
-            )
-        if self.max_tokens is not None and (
-            isinstance(self.max_tokens, bool)
-            or not isinstance(self.max_tokens, int)
-            or self.max_tokens <= 0
-        ):
-            raise _fail(
-                "LLMRequest",
-                "max_tokens",
-                f"is {self.max_tokens!r}",
-                "use a positive int, or None for the model's default",
-            )
-        if self.timeout_s is not None and (
-            isinstance(self.timeout_s, bool)
-            or not isinstance(self.timeout_s, int | float)
-            or not self.timeout_s > 0
-            or math.isnan(self.timeout_s)
-        ):
-            raise _fail(
-                "LLMRequest",
-                "timeout_s",
-                f"is {self.timeout_s!r}",
-                "use a positive number of seconds, or None for the model's default",
-            )
-        if not isinstance(self.request_id, str) or not self.request_id:
-            raise _fail("LLMRequest", "request_id", "must be a non-empty str", "or leave it out")
+
+_COUNT = V.non_negative_int
 
 
 @attrs.frozen
@@ -295,10 +260,10 @@ class Usage:
         cache_write_tokens: Prompt tokens written to the provider's cache, where reported.
     """
 
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
+    input_tokens: int = attrs.field(default=0, validator=_COUNT)
+    output_tokens: int = attrs.field(default=0, validator=_COUNT)
+    cache_read_tokens: int = attrs.field(default=0, validator=_COUNT)
+    cache_write_tokens: int = attrs.field(default=0, validator=_COUNT)
 
     @property
     def total_tokens(self) -> int:
@@ -306,9 +271,15 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
+_MILLISECONDS = V.finite_number(min=0)
+
+
 @attrs.frozen(kw_only=True)
 class LLMResponse:
     """A model's answer to one request.
+
+    Provider adapters build these from what the provider sent; a field of the wrong type
+    raises ``RequestValidationError``, which an adapter reports as ``ProviderResponseError``.
 
     Attributes:
         request_id: The id of the request this answers.
@@ -327,16 +298,20 @@ class LLMResponse:
             names), which the gateway uses to pace the model.
     """
 
-    request_id: str
-    content: str
-    model: str
-    tool_calls: tuple[ToolCall, ...] = attrs.field(default=(), converter=_message_tool_calls)
-    usage: Usage = attrs.field(factory=Usage)
-    finish_reason: str | None = "stop"
-    latency_ms: float = 0.0
-    queue_wait_ms: float = 0.0
-    provider_request_id: str | None = None
-    rate_limit_headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    request_id: str = attrs.field(validator=_TEXT)
+    content: str = attrs.field(validator=_TEXT)
+    model: str = attrs.field(validator=_TEXT)
+    tool_calls: tuple[ToolCall, ...] = attrs.field(
+        default=(), converter=_tool_calls, validator=V.tuple_of(ToolCall)
+    )
+    usage: Usage = attrs.field(factory=Usage, validator=V.instance_of(Usage))
+    finish_reason: str | None = attrs.field(default="stop", validator=V.optional(_TEXT))
+    latency_ms: float = attrs.field(default=0.0, validator=_MILLISECONDS)
+    queue_wait_ms: float = attrs.field(default=0.0, validator=_MILLISECONDS)
+    provider_request_id: str | None = attrs.field(default=None, validator=V.optional(_TEXT))
+    rate_limit_headers: Mapping[str, str] = attrs.field(
+        factory=dict, repr=False, validator=V.str_mapping(values=_TEXT)
+    )
 
     @property
     def tokens_used(self) -> Usage:
