@@ -159,19 +159,21 @@ async def test_high_gets_the_budget_before_low_that_waited_longer() -> None:
     config = limited(max_requests_per_minute=2, low_max_wait_s=0.0)
     rec = Recorded({"m": config}, latency=lambda r: 0.1)
     async with rec.gateway as gw:
-        first = [gw.submit_nowait(ask(priority=HIGH)) for _ in range(2)]
-        await anyio.sleep(1)  # the window is now full until SPAN
+        first = [gw.submit_nowait(ask(priority=HIGH))]
+        await anyio.sleep(1)
+        first.append(gw.submit_nowait(ask(priority=HIGH)))
+        await anyio.sleep(0.5)  # the window is full: one slot frees at SPAN, one at 1 + SPAN
         lows = [gw.submit_nowait(ask(priority=LOW, request_id=f"low{i}")) for i in range(2)]
         await anyio.sleep(1)
         high = gw.submit_nowait(ask(priority=HIGH, request_id="high"))
         await high
         for fut in first + lows:
             await fut
-    # When the window frees: HIGH first, though the LOWs waited longer.
-    after = [c for c in rec.calls if c.started > 2]
-    assert [c.request.request_id for c in after[:2]] == ["high", "low0"]
-    assert after[0].started == pytest.approx(SPAN, abs=1e-3)
-    assert after[1].started == pytest.approx(SPAN, abs=1e-3)
+    # The first slot to free goes to HIGH, though the LOWs waited longer.
+    started = {c.request.request_id: c.started for c in rec.calls}
+    assert started["high"] == pytest.approx(SPAN, abs=1e-3)
+    assert started["low0"] == pytest.approx(1 + SPAN, abs=1e-3)
+    assert started["low1"] == pytest.approx(2 * SPAN, abs=1e-3)
 
 
 @pytest.mark.anyio
