@@ -21,8 +21,8 @@ from llm_gateway import (
     ModelProvider,
     Usage,
 )
-from llm_gateway._batcher import ModelBatcher
-from llm_gateway._future import QUEUED, ResponseFuture
+from llm_gateway._lane import Lane
+from llm_gateway._queue import Entry
 from llm_gateway.providers import Provider
 
 
@@ -77,8 +77,8 @@ class RecordingProvider:
 class BatchRecord:
     model_id: str
     at: float
-    taken: list[ResponseFuture]
-    waiting: list[ResponseFuture]  # still queued after the take
+    taken: list[Entry]
+    waiting: list[Entry]  # still queued after the take
     free: int  # free concurrency before the take
     failures_before: list[int]  # failed attempts each taken request had already made
     owners: list[str]  # the model each taken request belonged to when taken
@@ -87,7 +87,7 @@ class BatchRecord:
 class RecordingGateway(Gateway):
     """A real Gateway whose models are all answered by :class:`RecordingProvider`.
 
-    It also records every batch the batchers dispatch, with what stayed queued.
+    It also records every batch the lanes dispatch, with what stayed queued.
     """
 
     def __init__(
@@ -122,25 +122,24 @@ class RecordingGateway(Gateway):
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
         async with super().__asynccontextmanager__():
-            for batcher in self._batchers.values():
-                self._record_batches(batcher)
+            for lane in self._lanes.values():
+                self._record_batches(lane)
             yield self
 
-    def _record_batches(self, batcher: ModelBatcher) -> None:
-        dispatch = batcher._dispatch
+    def _record_batches(self, lane: Lane) -> None:
+        dispatch = lane._dispatch
 
-        def recording_dispatch(futures: list[ResponseFuture], now: float) -> None:
-            queue = batcher._queue
-            waiting = [f for line in queue._lines for f in line if f._state is QUEUED]
-            free = batcher.config.max_concurrency - batcher.in_flight
-            failures = [len(f.failures) for f in futures]
-            owners = [f._batcher.model_id for f in futures]
+        def recording_dispatch(entries: list[Entry], now: float) -> None:
+            waiting = lane._queue.queued()
+            free = lane.config.max_concurrency - len(lane._running)
+            failures = [len(e.failures) for e in entries]
+            owners = [e.model_id for e in entries]
             self.batches.append(
-                BatchRecord(batcher.model_id, now, list(futures), waiting, free, failures, owners)
+                BatchRecord(lane.model_id, now, list(entries), waiting, free, failures, owners)
             )
-            dispatch(futures, now)
+            dispatch(entries, now)
 
-        batcher._dispatch = recording_dispatch  # type: ignore[method-assign]
+        lane._dispatch = recording_dispatch  # type: ignore[method-assign]
 
 
 @asynccontextmanager

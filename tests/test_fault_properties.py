@@ -41,8 +41,8 @@ from llm_gateway import (
     RetriesExhaustedError,
     RetryPolicy,
 )
-from llm_gateway._batcher import ModelBatcher
-from llm_gateway._future import DONE
+from llm_gateway._lane import Lane
+from llm_gateway._queue import DONE, Entry
 from llm_gateway.providers import Provider, open_provider
 from llm_gateway.testing import FakeLLMApi, Fault, FaultCall, FaultPlan, fake_answer
 
@@ -244,19 +244,19 @@ class FaultGateway(Gateway):
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
         async with super().__asynccontextmanager__():
-            for batcher in self._batchers.values():
-                self._count_resolutions(batcher)
+            for lane in self._lanes.values():
+                self._count_resolutions(lane)
             yield self
 
-    def _count_resolutions(self, batcher: ModelBatcher) -> None:
-        resolve = batcher.resolve
+    def _count_resolutions(self, lane: Lane) -> None:
+        finish = lane._finish
 
-        def counting_resolve(fut: ResponseFuture, **kwargs: Any) -> None:
-            if fut._state is not DONE:
-                self.resolutions[fut.request.request_id] += 1
-            resolve(fut, **kwargs)
+        def counting_finish(entry: Entry, *args: Any, **kwargs: Any) -> None:
+            if entry.state is not DONE:
+                self.resolutions[entry.request.request_id] += 1
+            finish(entry, *args, **kwargs)
 
-        batcher.resolve = counting_resolve  # type: ignore[method-assign]
+        lane._finish = counting_finish  # type: ignore[method-assign]
 
 
 def configs(workload: Workload) -> dict[str, ModelConfig]:
@@ -350,13 +350,15 @@ def check(workload: Workload, outcome: Outcome) -> None:
         calls: list[FaultCall] = calls_by_key.get(request_id, [])
         attempts = gateway.attempts.get(request_id, [])
         error = fut.exception()
+        assert fut._entry is not None
+        failures = fut._entry.failures
 
         # Exactly one HTTP call per gateway attempt, on the same model (SDK retries are off);
         # every attempt that ended with an error is one of the request's failures.
         assert [model_of[c.model or ""] for c in calls] == [a.model_id for a in attempts]
         outcomes = [a.outcome for a in attempts]
         assert "pending" not in outcomes
-        assert outcomes.count("error") == len(fut.failures)
+        assert outcomes.count("error") == len(failures)
         if error is None:
             assert outcomes[-1] == "ok" and outcomes.count("ok") == 1
         else:
@@ -425,11 +427,10 @@ def check(workload: Workload, outcome: Outcome) -> None:
         elif isinstance(error, RetriesExhaustedError):
             last = calls[-1].fault
             assert last is not None and retryable(last)
-            assert (
-                f"failed after {len(fut.failures)} attempt{'s' if len(fut.failures) > 1 else ''}"
-                in str(error)
+            assert f"failed after {len(failures)} attempt{'s' if len(failures) > 1 else ''}" in str(
+                error
             )
-            assert error.attempts == fut.failures
+            assert error.attempts == failures
             # Exhausting the first model's attempts moves the request on, even while the
             # gateway shuts down gracefully (the fallback model keeps running for it).
             if origin.fallbacks:

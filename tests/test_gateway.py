@@ -61,17 +61,39 @@ async def test_lone_high_request_on_idle_gateway_waits_for_no_timer() -> None:
 
 
 @pytest.mark.parametrize(("priority", "wait"), [(NORMAL, 0.1), (LOW, 2.0)])
-async def test_lone_request_leaves_at_its_priority_maximum_wait(
+async def test_lone_request_waiting_for_its_batch_leaves_at_its_priority_maximum_wait(
     priority: RequestPriority, wait: float
 ) -> None:
-    config = mock_model(batch_timeout_ms=100, low_max_wait_s=2.0)
+    config = mock_model(batch_fill="wait", batch_timeout_ms=100, low_max_wait_s=2.0)
     async with RecordingGateway({"m": config}, latency=lambda r: 0.0) as gw:
         response = await gw.request(ask(priority=priority))
     assert response.queue_wait_ms == pytest.approx(wait * 1000, abs=1)
 
 
+@pytest.mark.parametrize("priority", list(RequestPriority))
+async def test_work_conserving_lone_request_on_an_idle_model_leaves_at_once(
+    priority: RequestPriority,
+) -> None:
+    config = mock_model(batch_timeout_ms=100, low_max_wait_s=2.0)  # batch_fill="eager"
+    async with RecordingGateway({"m": config}, latency=lambda r: 0.0) as gw:
+        response = await gw.request(ask(priority=priority))
+    assert response.queue_wait_ms == 0.0
+
+
+async def test_work_conserving_requests_gather_into_batches_while_saturated() -> None:
+    config = mock_model(batch_size=4, max_concurrency=4)
+    async with RecordingGateway({"m": config}, latency=lambda r: 1.0) as gw:
+        futures = [gw.submit_nowait(ask(request_id=f"r{i}")) for i in range(4)]
+        await anyio.sleep(0.1)  # the first four left at once; the model is saturated now
+        futures += [gw.submit_nowait(ask(request_id=f"r{i}")) for i in range(4, 12)]
+        for fut in futures:
+            await fut
+    assert [(b.at, len(b.taken)) for b in gw.batches] == [(0.0, 4), (1.0, 4), (2.0, 4)]
+    assert gw.get_stats().models["m"].mean_batch_size == 4.0
+
+
 async def test_full_batch_leaves_without_waiting_for_the_timer() -> None:
-    config = mock_model(batch_size=4, batch_timeout_ms=100)
+    config = mock_model(batch_fill="wait", batch_size=4, batch_timeout_ms=100)
     async with RecordingGateway({"m": config}, latency=lambda r: 0.0) as gw:
         futures = [await gw.submit(ask()) for _ in range(4)]
         for fut in futures:
@@ -166,7 +188,7 @@ async def test_submit_nowait_raises_when_the_queue_is_full() -> None:
 
 
 async def test_submit_waits_for_room_in_a_full_queue() -> None:
-    config = mock_model(queue_capacity=1, max_concurrency=1, low_max_wait_s=0.5)
+    config = mock_model(batch_fill="wait", queue_capacity=1, max_concurrency=1, low_max_wait_s=0.5)
     async with RecordingGateway({"m": config}, latency=lambda r: 1.0) as gw:
         gw.submit_nowait(ask(priority=LOW))
         start = anyio.current_time()
@@ -368,7 +390,7 @@ async def test_outer_cancellation_aborts_pending_requests_and_leaves_no_task() -
 
 
 async def test_stats_report_counts_batches_latency_and_tokens() -> None:
-    config = mock_model(batch_size=2, max_concurrency=4)
+    config = mock_model(batch_fill="wait", batch_size=2, max_concurrency=4)
     async with RecordingGateway({"m": config}, latency=lambda r: 0.25) as gw:
         await gw.batch([ask() for _ in range(4)])
         await anyio.sleep(1)

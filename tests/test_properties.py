@@ -30,7 +30,7 @@ from llm_gateway import (
     RetriesExhaustedError,
     RetryPolicy,
 )
-from llm_gateway._future import QUEUED
+from llm_gateway._queue import QUEUED
 
 from ._support import Call, RecordingGateway, ask, mock_model
 from .conftest import run_on_virtual_time as run
@@ -63,6 +63,7 @@ class Arrival:
 
 @attrs.frozen
 class Workload:
+    batch_fill: str  # "eager" (work-conserving) or "wait" (the fixed window)
     batch_size: int
     max_concurrency: int
     max_wait_s: tuple[float, float, float]  # HIGH, NORMAL, LOW
@@ -100,6 +101,7 @@ def workloads(draw: st.DrawFn, *, unlimited_capacity: bool = False) -> Workload:
     normal = draw(st.sampled_from([0.0, 0.05, 0.1, 0.3]))
     low = draw(st.sampled_from([normal, 0.5, 1.2]))
     return Workload(
+        batch_fill=draw(st.sampled_from(["eager", "wait"])),
         batch_size=draw(st.integers(1, 6)),
         max_concurrency=10_000 if unlimited_capacity else draw(st.integers(1, 5)),
         max_wait_s=(high, normal, low),
@@ -123,6 +125,7 @@ class Outcome:
 async def play(workload: Workload) -> Outcome:
     high, normal, low = workload.max_wait_s
     common: dict[str, Any] = {
+        "batch_fill": workload.batch_fill,
         "batch_size": workload.batch_size,
         "max_concurrency": workload.max_concurrency,
         "high_max_wait_s": high,
@@ -165,7 +168,9 @@ async def _drive(
 ) -> None:
     async def cancel_later(fut: ResponseFuture, delay: float) -> None:
         await anyio.sleep(delay)
-        if fut._state is QUEUED and not fut.failures:
+        entry = fut._entry
+        assert entry is not None
+        if entry.state is QUEUED and not entry.failures:
             cancelled_in_queue.add(fut.request.request_id)
         fut.cancel()
 
@@ -282,8 +287,13 @@ def check_invariants(workload: Workload, outcome: Outcome) -> None:
                 for waiting in fresh_waiting:
                     if taken.request.priority == waiting.request.priority:
                         assert taken.enqueued_at <= waiting.enqueued_at
-        # A batch short for lack of requests leaves only at a deadline (or at shutdown).
-        if waiting_before < workload.batch_size and batch.at < outcome.closed_at:
+        # Waiting for the window: a batch short for lack of requests leaves only at a deadline
+        # (or at shutdown). Work-conserving: it leaves at once (checked below).
+        if (
+            workload.batch_fill == "wait"
+            and waiting_before < workload.batch_size
+            and batch.at < outcome.closed_at
+        ):
             overdue = [
                 f
                 for f in batch.taken + batch.waiting
@@ -324,7 +334,9 @@ def test_no_request_waits_past_its_maximum_when_capacity_is_free(
         RequestPriority.NORMAL: normal,
         RequestPriority.LOW: low,
     }
+    if workload.batch_fill == "eager":  # with free capacity, no request waits at all
+        max_wait = dict.fromkeys(RequestPriority, 0.0)
     for batch in outcome[0].gateway.batches:
-        for fut, failures_before in zip(batch.taken, batch.failures_before, strict=True):
+        for entry, failures_before in zip(batch.taken, batch.failures_before, strict=True):
             if not failures_before:  # a retry waits for its backoff instead
-                assert batch.at - fut.enqueued_at <= max_wait[fut.request.priority] + EPS
+                assert batch.at - entry.enqueued_at <= max_wait[entry.request.priority] + EPS

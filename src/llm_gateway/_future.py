@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import enum
 import math
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -13,21 +12,11 @@ import anyio.lowlevel
 from ._exceptions import RequestCancelledError
 
 if TYPE_CHECKING:
-    from ._batcher import ModelBatcher
+    from ._lane import Lane
     from ._models import LLMRequest, LLMResponse
-    from ._ratelimit import Admission
+    from ._queue import Entry
 
 __all__ = ["ResponseFuture"]
-
-
-class _State(enum.Enum):
-    QUEUED = "queued"  # accepted, waiting in the model's intake stream or queue
-    RUNNING = "running"  # taken off the queue by the batcher; its provider call may be under way
-    BACKOFF = "backoff"  # a failed attempt will be retried; waiting, holding no capacity
-    DONE = "done"  # has its response or its exception; never changes again
-
-
-QUEUED, RUNNING, BACKOFF, DONE = _State.QUEUED, _State.RUNNING, _State.BACKOFF, _State.DONE
 
 
 class ResponseFuture:
@@ -41,62 +30,29 @@ class ResponseFuture:
     its caller is cancelled).
     """
 
-    # The future is also the batcher's queue entry: one object per request keeps the
-    # per-request cost (and memory) low.
-    __slots__ = (
-        "__weakref__",
-        "_batcher",
-        "_error",
-        "_event",
-        "_scope",
-        "_state",
-        "_value",
-        "admission",
-        "deadline",
-        "dispatched_at",
-        "enqueued_at",
-        "estimate",
-        "failures",
-        "fallbacks_left",
-        "holds_slot",
-        "in_queue",
-        "model_start",
-        "rank",
-        "rank_since",
-        "request",
-    )
+    __slots__ = ("__weakref__", "_done", "_entry", "_error", "_event", "_lanes", "_value")
 
-    def __init__(
-        self, request: LLMRequest, batcher: ModelBatcher, enqueued_at: float, deadline: float
-    ) -> None:
-        self.request: LLMRequest = request
-        """The request this future answers."""
-        self._batcher = batcher
-        self._state = QUEUED
+    def __init__(self, lanes: Mapping[str, Lane]) -> None:
+        self._lanes = lanes  # where cancel() and an expired wait() find the request's lane
+        self._entry: Entry | None = None  # the scheduler's record; set once, right after
+        self._done = False
         self._value: LLMResponse | None = None
         self._error: BaseException | None = None
         self._event: anyio.Event | None = None  # made only when someone waits before it is done
-        # The provider call's (or the backoff wait's) cancel scope, while there is one.
-        self._scope: anyio.CancelScope | None = None
-        self.enqueued_at = enqueued_at
-        self.deadline = deadline
-        self.dispatched_at = math.nan
-        self.in_queue = False  # in the batcher's priority queue (not just the intake stream)
-        self.holds_slot = True  # a queue slot, until first dispatched (retries take none)
-        self.failures: list[BaseException] = []  # every failed attempt, on every model
-        self.fallbacks_left: tuple[str, ...] = ()  # models still to try after this one
-        self.model_start = 0  # index in `failures` where the current model's attempts begin
-        self.estimate = 0  # tokens the rate limiter books for each attempt
-        self.admission: Admission | None = None  # the current attempt's entry in those books
-        self.rank = 0
-        self.rank_since = 0.0
+
+    @property
+    def request(self) -> LLMRequest:
+        """The request this future answers."""
+        assert self._entry is not None
+        return self._entry.request
 
     def __repr__(self) -> str:
-        return f"<ResponseFuture request_id={self.request.request_id!r} {self._state.value}>"
+        state = "done" if self._done else "pending"
+        return f"<ResponseFuture request_id={self.request.request_id!r} {state}>"
 
     def done(self) -> bool:
         """Whether the request has finished (with a response, an error, or cancelled)."""
-        return self._state is DONE
+        return self._done
 
     def cancelled(self) -> bool:
         """Whether the request ended by being cancelled."""
@@ -111,9 +67,11 @@ class ResponseFuture:
         Returns:
             ``True`` if this call cancelled it, ``False`` if it had already finished.
         """
-        if self._state is DONE:
+        if self._done:
             return False
-        self._batcher.resolve(self, error=RequestCancelledError(self._describe("was cancelled")))
+        entry = self._entry
+        assert entry is not None
+        self._lanes[entry.model_id].cancel(entry)
         return True
 
     def result(self) -> LLMResponse:
@@ -134,7 +92,7 @@ class ResponseFuture:
         Raises:
             RuntimeError: The request has not finished yet.
         """
-        if self._state is not DONE:
+        if not self._done:
             raise RuntimeError(f"{self!r} has not finished; await it instead")
         return self._error
 
@@ -144,23 +102,29 @@ class ResponseFuture:
         Waiting enforces the request's deadline: if it passes first, the request is failed with
         :class:`RequestTimeoutError` (and cancelled wherever it is).
         """
-        if self._state is DONE:
+        if self._done:
             await anyio.lowlevel.checkpoint()
             return self.result()
         if self._event is None:
             self._event = anyio.Event()
-        if self.deadline == math.inf:
+        entry = self._entry
+        assert entry is not None
+        if entry.deadline == math.inf:
             await self._event.wait()
         else:
-            with anyio.CancelScope(deadline=self.deadline):
+            with anyio.CancelScope(deadline=entry.deadline):
                 await self._event.wait()
-            if self._state is not DONE:  # our own deadline cancelled the wait
-                self._batcher.expire(self)
+            if not self._done:  # our own deadline cancelled the wait
+                self._lanes[entry.model_id].expire(entry)
         return self.result()
 
     def __await__(self) -> Generator[Any, None, LLMResponse]:
         return self.wait().__await__()
 
-    def _describe(self, what: str) -> str:
-        request = self.request
-        return f"request {request.request_id!r} to model {request.model!r} {what}"
+    def _resolve(self, value: LLMResponse | None, error: BaseException | None) -> None:
+        """Set the outcome (the owning lane calls this exactly once)."""
+        self._done = True
+        self._value = value
+        self._error = error
+        if self._event is not None:
+            self._event.set()

@@ -12,7 +12,6 @@ from typing import Any, Final, Literal, Self, cast, overload
 import anyio
 import attrs
 
-from ._batcher import ModelBatcher
 from ._config import GatewayConfig, ModelConfig, load_config
 from ._exceptions import (
     BatchError,
@@ -22,10 +21,14 @@ from ._exceptions import (
     UnknownModelError,
 )
 from ._future import ResponseFuture
+from ._lane import Lane
 from ._logs import JsonlLog
 from ._models import LLMRequest, LLMResponse
-from ._ratelimit import RateLimiter
-from ._stats import GatewayStats, LimitGroupStats, total_snapshot
+from ._observe import Observer, Observers
+from ._queue import Entry
+from ._ratelimit import Budget, RateLimiter
+from ._recording import CassetteRecorder
+from ._stats import GatewayStats, LimitGroupStats, StatsObserver
 from .providers._base import ProviderFactory
 from .providers._open import open_provider
 
@@ -42,18 +45,26 @@ _UNSET: Final = _Unset.UNSET
 class _State(enum.Enum):
     NEW = "new"
     OPEN = "open"
+    CLOSING = "closing"  # accepts nothing new; finishing (or aborting) what it accepted
     CLOSED = "closed"
+
+
+def _ended_by(exc: BaseException) -> str:
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        return "was cancelled"
+    return f"exited with {type(exc).__name__}"
 
 
 class Gateway(anyio.AsyncContextManagerMixin):
     """The gateway every agent reaches its LLMs through.
 
-    Use it as ``async with Gateway(config) as gw:``. Entering starts, inside the gateway's own
-    task group, one intake stream and one batcher task per model (and the log writer), and
-    opens each model's provider; leaving the block shuts down gracefully (every accepted
-    request finishes) and closes the providers. If the block exits with an exception
-    (cancellation included), requests still pending fail with :class:`GatewayClosedError`
-    instead. A gateway is opened at most once.
+    Use it as ``async with Gateway(config) as gw:``. Entering opens each model's provider and
+    starts, inside the gateway's own task group, one lane per model (its queue and dispatcher)
+    and the log writer; leaving the block shuts down gracefully (every accepted request
+    finishes) and closes the providers. If the block exits with an exception (cancellation,
+    KeyboardInterrupt included), every request still pending fails at once with
+    :class:`GatewayClosedError` saying why, and that same exception leaves the block. A gateway
+    is opened at most once.
 
     Args:
         config: A :class:`GatewayConfig`, a dict (``{"models": {id: {...}}, "log_dir": ...}``,
@@ -90,7 +101,10 @@ class Gateway(anyio.AsyncContextManagerMixin):
         self._state = _State.NEW
         self._record_to = None if record_to is None else os.fspath(record_to)
         self._provider_factory: ProviderFactory = provider_factory or open_provider
-        self._batchers: dict[str, ModelBatcher] = {}
+        self._lanes: dict[str, Lane] = {}
+        self._quiet = anyio.Event()  # set when, shutting down, every lane has gone quiet
+        self._stats = StatsObserver(loaded.models)
+        self._observers = Observers([])
         self._opened_at = self._closed_at = math.nan
         self._group_limiters = {
             name: RateLimiter(
@@ -110,21 +124,6 @@ class Gateway(anyio.AsyncContextManagerMixin):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._state.value} models={list(self.config.models)}>"
 
-    def _limiters_for(self, model_id: str, model: ModelConfig) -> tuple[RateLimiter, ...]:
-        limiters = []
-        if model.max_requests_per_minute or model.max_tokens_per_minute:
-            limiters.append(
-                RateLimiter(
-                    f"model {model_id!r}",
-                    model.max_requests_per_minute,
-                    model.max_tokens_per_minute,
-                    model.rate_limit.window_s,
-                )
-            )
-        if model.limit_group is not None:
-            limiters.append(self._group_limiters[model.limit_group])
-        return tuple(limiters)
-
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
         if self._state is not _State.NEW:
@@ -141,54 +140,91 @@ class Gateway(anyio.AsyncContextManagerMixin):
                     for model_id, model in self.config.models.items()
                 }
                 if self._record_to is not None:
-                    # Imported here: recording is a testing feature ordinary use never loads.
-                    from .testing._cassette import CassetteRecorder
-
                     recorder = CassetteRecorder(self._record_to)
                     providers.callback(recorder.write)  # runs when the gateway closes
                     opened = {
                         m: recorder.wrap(m, self.config.models[m], p) for m, p in opened.items()
                     }
-                log = JsonlLog(self.config.log_dir)
                 async with anyio.create_task_group() as tg:
-                    await tg.start(log.run)
-                    batchers: dict[str, ModelBatcher] = {}
+                    observers: list[Observer] = [self._stats]
+                    if self.config.log_dir is not None:
+                        log = JsonlLog(self.config.log_dir, self._observers.report)
+                        observers.append(log)
+                        await tg.start(log.run)
+                    self._observers.set(observers)
                     for model_id, model in self.config.models.items():
-                        batchers[model_id] = ModelBatcher(
+                        self._lanes[model_id] = Lane(
                             model_id,
                             model,
                             opened[model_id],
-                            tg,
-                            log,
-                            batchers,
-                            self._limiters_for(model_id, model),
+                            self._budget_for(model_id, model),
+                            self._observers,
+                            self,
+                            self._lanes,
                         )
-                    self._batchers = batchers
-                    for batcher in self._batchers.values():
-                        await tg.start(batcher.run)
+                    for lane in self._lanes.values():
+                        await tg.start(lane.run)
                     self._opened_at = anyio.current_time()
                     try:
                         yield self
-                    except BaseException:
-                        self._abort("the gateway's `async with` block exited with an error")
+                    except BaseException as exc:
+                        self._abort(f"the gateway's `async with` block {_ended_by(exc)}")
                         raise
                     else:
                         await self.shutdown()
                     finally:
-                        log.close()
+                        self._state = _State.CLOSED
+                        self._closed_at = anyio.current_time()
+                        # Every request is resolved by now; the lanes and the log writer stop
+                        # (the writer flushing what is pending).
+                        tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            # Callers catch plain exceptions: unwrap the task group's single-error groups.
+            # The lanes and the writer never raise: the group holds the block's own exception.
+            # Callers catch plain exceptions, so unwrap it.
             if len(group.exceptions) == 1:
-                raise group.exceptions[0] from group.exceptions[0].__cause__
+                only = group.exceptions[0]
+                raise only from only.__cause__
             raise
         finally:
             self._state = _State.CLOSED
-            if not math.isnan(self._opened_at):
-                self._closed_at = anyio.current_time()
+
+    def _budget_for(self, model_id: str, model: ModelConfig) -> Budget:
+        limiters = []
+        if model.max_requests_per_minute or model.max_tokens_per_minute:
+            limiters.append(
+                RateLimiter(
+                    f"model {model_id!r}",
+                    model.max_requests_per_minute,
+                    model.max_tokens_per_minute,
+                    model.rate_limit.window_s,
+                )
+            )
+        if model.limit_group is not None:
+            limiters.append(self._group_limiters[model.limit_group])
+        return Budget(
+            tuple(limiters),
+            high_reserve=model.rate_limit.high_reserve,
+            max_reset_s=model.retry.max_retry_after_s,
+        )
+
+    # -- routing between lanes (the lanes' Router) -----------------------------------------
+
+    def fall_back(self, entry: Entry) -> str | None:
+        """Give ``entry`` to the first of its fallback models that takes it."""
+        chain = entry.fallbacks_left
+        for i, target_id in enumerate(chain):
+            if self._lanes[target_id].adopt(entry, chain[i + 1 :]):
+                return target_id
+        return None
+
+    def lane_changed(self) -> None:
+        """While shutting down, notice when every lane has gone quiet."""
+        if self._state is _State.CLOSING and all(lane.quiet for lane in self._lanes.values()):
+            self._quiet.set()
 
     # -- submitting ---------------------------------------------------------------------------
 
-    def _batcher_for(self, request: LLMRequest) -> ModelBatcher:
+    def _lane_for(self, request: LLMRequest) -> Lane:
         if not isinstance(request, LLMRequest):
             raise RequestValidationError(
                 f"expected an LLMRequest, got {type(request).__name__}; build one with "
@@ -199,17 +235,19 @@ class Gateway(anyio.AsyncContextManagerMixin):
                 "the gateway is not open; use it inside `async with Gateway(...) as gw:`"
                 if self._state is _State.NEW
                 else "the gateway is closed; it accepts no new requests"
+                if self._state is _State.CLOSED
+                else "the gateway is shutting down; it accepts no new requests"
             )
-        batcher = self._batchers.get(request.model)
-        if batcher is None:
+        lane = self._lanes.get(request.model)
+        if lane is None:
             model_id = self._unique_provider_ids.get(request.model)
             if model_id is None:
                 raise UnknownModelError(
                     f"LLMRequest.model is {request.model!r}, which is not a configured model; "
-                    f"use one of {sorted(self._batchers)}"
+                    f"use one of {sorted(self._lanes)}"
                 )
-            batcher = self._batchers[model_id]
-        return batcher
+            lane = self._lanes[model_id]
+        return lane
 
     async def submit(self, request: LLMRequest) -> ResponseFuture:
         """Queue ``request`` and return as soon as it is queued.
@@ -224,7 +262,7 @@ class Gateway(anyio.AsyncContextManagerMixin):
             GatewayClosedError: The gateway is not open or is shutting down.
             RequestTimeoutError: The request's deadline passed while waiting for queue room.
         """
-        return await self._batcher_for(request).submit(request)
+        return await self._lane_for(request).submit(request)
 
     def submit_nowait(self, request: LLMRequest) -> ResponseFuture:
         """Like :meth:`submit`, without waiting.
@@ -232,7 +270,7 @@ class Gateway(anyio.AsyncContextManagerMixin):
         Raises:
             QueueFullError: The model's queue is at ``queue_capacity``.
         """
-        return self._batcher_for(request).submit_nowait(request)
+        return self._lane_for(request).submit_nowait(request)
 
     async def request(self, request: LLMRequest) -> LLMResponse:
         """Send ``request`` and wait for its response.
@@ -281,11 +319,11 @@ class Gateway(anyio.AsyncContextManagerMixin):
                 ``results`` holds every response and exception in input order.
         """
         requests = list(requests)
-        batchers = [self._batcher_for(request) for request in requests]
+        lanes = [self._lane_for(request) for request in requests]
         futures: list[ResponseFuture] = []
         try:
-            for batcher, request in zip(batchers, requests, strict=True):
-                futures.append(await batcher.submit(request))
+            for lane, request in zip(lanes, requests, strict=True):
+                futures.append(await lane.submit(request))
             results: list[LLMResponse | BaseException] = []
             for fut in futures:
                 try:
@@ -318,26 +356,47 @@ class Gateway(anyio.AsyncContextManagerMixin):
         block calls it too.
 
         Args:
-            timeout: Seconds to wait for accepted requests; ``None`` waits as long as they take.
+            timeout: Seconds to wait for accepted requests (>= 0); ``None`` waits as long as
+                they take.
+
+        Raises:
+            ValueError: ``timeout`` is not ``None`` or a number >= 0.
         """
-        batchers = list(self._batchers.values())
-        for batcher in batchers:
-            batcher.close()
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or math.isnan(timeout)
+            or timeout < 0
+        ):
+            raise ValueError(
+                f"shutdown(timeout={timeout!r}): use a number of seconds >= 0, or None to wait "
+                "as long as the accepted requests take"
+            )
+        if self._state is _State.OPEN:
+            self._state = _State.CLOSING
+            for lane in self._lanes.values():
+                lane.close()
+            self.lane_changed()
+        if self._state is not _State.CLOSING:
+            return
         try:
             with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
-                for batcher in batchers:
-                    await batcher.wait_idle()
+                await self._quiet.wait()
             if scope.cancelled_caught:
                 self._abort(f"shutdown(timeout={timeout:g}) expired before it finished")
-                for batcher in batchers:
-                    await batcher.wait_idle()
         except BaseException:
             self._abort("the shutdown was cancelled before it finished")
             raise
 
+    async def aclose(self) -> None:
+        """The same as :meth:`shutdown` with no timeout: finish every accepted request."""
+        await self.shutdown()
+
     def _abort(self, reason: str) -> None:
-        for batcher in self._batchers.values():
-            batcher.abort(reason)
+        if self._state is _State.OPEN:
+            self._state = _State.CLOSING
+        for lane in self._lanes.values():
+            lane.abort(reason)
 
     # -- monitoring -----------------------------------------------------------------------
 
@@ -348,19 +407,27 @@ class Gateway(anyio.AsyncContextManagerMixin):
         else:  # after closing, the figures stay readable (even outside the event loop)
             now = anyio.current_time() if math.isnan(self._closed_at) else self._closed_at
             uptime = now - self._opened_at
-        batchers = self._batchers
-        models = {model_id: b.snapshot(now) for model_id, b in batchers.items()}
-        total = total_snapshot([b.stats for b in batchers.values()], list(models.values()))
+        stats = self._stats
+        models = {
+            model_id: stats.model(model_id, lane.live(now))
+            for model_id, lane in self._lanes.items()
+        }
         groups = {}
         for name, limiter in self._group_limiters.items():
             left_r, left_t = limiter.remaining(now)
             groups[name] = LimitGroupStats(
-                remaining_requests=None if limiter.rpm is None else int(left_r),
-                remaining_tokens=None if limiter.tpm is None else int(left_t),
+                remaining_requests=left_r,
+                remaining_tokens=left_t,
                 throttled_s=limiter.throttled_s,
                 rate_limited=limiter.rate_limited,
             )
-        return GatewayStats(models=models, total=total, uptime_s=uptime, limit_groups=groups)
+        return GatewayStats(
+            models=models,
+            total=stats.total(models.values()),
+            uptime_s=uptime,
+            limit_groups=groups,
+            observer_errors=dict(self._observers.errors),
+        )
 
 
 LLMGateway = Gateway

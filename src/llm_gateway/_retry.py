@@ -1,25 +1,36 @@
-"""Retry policy, cooldown policy, and the decision taken after a failed attempt.
+"""What follows a failed attempt, and when a model pauses: pure logic, no I/O, no clock.
 
 The gateway owns retrying (the SDKs' own retries are off): after a failed provider call the
-batcher asks :func:`decide` what to do. The request never holds a concurrency slot while it
-waits out its backoff; it re-enters its model's queue, with its priority, when the wait ends.
+lane asks :func:`decide` what to do (retry after a backoff, move to a fallback model, or fail)
+and tells the model's :class:`Breaker`, which says when the model must pause. The request never
+holds a concurrency slot while it waits out its backoff; it re-enters its model's queue, with
+its priority, when the wait ends.
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 
 import attrs
 
-from ._config import RetryPolicy
+from ._config import CooldownPolicy, RetryPolicy
 from ._exceptions import (
     ProviderConnectionError,
     ProviderError,
     ProviderTimeoutError,
 )
 
-__all__ = ["Decision", "decide", "describe_attempt", "describe_attempts", "is_retryable", "jitter"]
+__all__ = [
+    "Breaker",
+    "Decision",
+    "decide",
+    "describe_attempt",
+    "describe_attempts",
+    "is_retryable",
+    "jitter",
+]
 
 
 @attrs.frozen
@@ -102,3 +113,48 @@ def describe_attempt(error: BaseException) -> str:
 
 def describe_attempts(errors: Sequence[BaseException]) -> str:
     return "; ".join(f"attempt {i}: {describe_attempt(e)}" for i, e in enumerate(errors, 1))
+
+
+class Breaker:
+    """One model's circuit breaker: when it must stop dispatching, and until when.
+
+    After ``failure_threshold`` retryable failures in a row that carry no ``retry-after``, the
+    model pauses for ``cooldown_s``; a rate-limit answer (429) with a ``retry-after`` pauses it
+    for exactly that long (never longer than ``max_retry_after_s``). A success resets the count.
+    Failures with a ``retry-after`` do not count: the pause they ask for covers them.
+
+    Args:
+        cooldown: The model's cooldown policy.
+        retry: The model's retry policy (what is retryable, the cap on a pause).
+    """
+
+    __slots__ = ("_consecutive", "_cooldown", "_retry", "until")
+
+    def __init__(self, cooldown: CooldownPolicy, retry: RetryPolicy) -> None:
+        self._cooldown, self._retry = cooldown, retry
+        self._consecutive = 0
+        self.until = -math.inf
+        """The end of the current (or last) pause, on the event loop's clock."""
+
+    def succeeded(self) -> None:
+        """A call answered: the run of failures is over."""
+        self._consecutive = 0
+
+    def failed(self, error: BaseException, now: float) -> bool:
+        """Count a failed call; return whether a pause started where none was in force.
+
+        A pause in force may also grow (a longer ``retry-after``): read :attr:`until`.
+        """
+        retry_after = error.retry_after_s if isinstance(error, ProviderError) else None
+        until = self.until
+        if is_retryable(error, self._retry) and retry_after is None:
+            self._consecutive += 1
+            if self._consecutive >= self._cooldown.failure_threshold:
+                self._consecutive = 0
+                until = max(until, now + self._cooldown.cooldown_s)
+        if isinstance(error, ProviderError) and error.status_code == 429 and retry_after:
+            # The whole model is limited; but never paused longer than a request would wait.
+            until = max(until, now + min(retry_after, self._retry.max_retry_after_s))
+        started = until > self.until and self.until <= now
+        self.until = until
+        return started

@@ -1,4 +1,5 @@
-"""Monitoring figures: the value types ``Gateway.get_stats()`` returns, and their bookkeeping."""
+"""Monitoring figures: the value types ``Gateway.get_stats()`` returns, and the observer that
+keeps their running counts."""
 
 from __future__ import annotations
 
@@ -10,7 +11,26 @@ from typing import Any
 import attrs
 import cattrs
 
-__all__ = ["GatewayStats", "LatencySummary", "LimitGroupStats", "ModelStats"]
+from ._exceptions import RequestCancelledError
+from ._observe import (
+    AttemptFailed,
+    CooldownStarted,
+    Dispatched,
+    Event,
+    FellBack,
+    Finished,
+    RateLimited,
+    Throttled,
+)
+
+__all__ = [
+    "GatewayStats",
+    "LatencySummary",
+    "LimitGroupStats",
+    "LiveFigures",
+    "ModelStats",
+    "StatsObserver",
+]
 
 # Percentiles are over the most recent samples: monitoring wants "now", and a bounded window
 # keeps memory flat however long the gateway runs.
@@ -115,12 +135,16 @@ class GatewayStats:
         total: The figures summed over every model (percentiles over all their samples).
         uptime_s: Seconds since the gateway opened.
         limit_groups: Each shared budget's figures, by group name.
+        observer_errors: Failures of each observer (``"stats"``, ``"jsonl_log"``: a record
+            that could not be built or written, e.g. a full disk), by name. Observers only
+            watch: their failures never touch a request.
     """
 
     models: Mapping[str, ModelStats]
     total: ModelStats
     uptime_s: float
     limit_groups: Mapping[str, LimitGroupStats] = attrs.field(factory=dict)
+    observer_errors: Mapping[str, int] = attrs.field(factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The figures as plain dicts, lists and numbers (for JSON, dashboards, logs)."""
@@ -129,8 +153,8 @@ class GatewayStats:
 
 
 @attrs.define
-class StatsRecorder:
-    """The running counters of one model's batcher."""
+class _Counts:
+    """The running counts of one model."""
 
     completed: int = 0
     failed: int = 0
@@ -148,50 +172,101 @@ class StatsRecorder:
     latency_ms: deque[float] = attrs.field(factory=lambda: deque(maxlen=SAMPLE_WINDOW))
 
 
-def summarise(
-    recorders: list[StatsRecorder],
-    *,
-    queued: int,
-    in_flight: int,
-    retrying: int,
-    cooldown_remaining_s: float,
-    remaining_requests: int | None,
-    remaining_tokens: int | None,
-) -> ModelStats:
-    batches = sum(r.batches for r in recorders)
-    batched = sum(r.batched for r in recorders)
+@attrs.frozen
+class LiveFigures:
+    """What a model holds right now, read from the structures that hold it."""
+
+    queued: int
+    in_flight: int
+    retrying: int
+    cooldown_remaining_s: float
+    remaining_requests: int | None
+    remaining_tokens: int | None
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+class StatsObserver:
+    """Keeps every model's running counts from the lanes' events."""
+
+    name = "stats"
+
+    def __init__(self, model_ids: Iterable[str]) -> None:
+        self._counts = {model_id: _Counts() for model_id in model_ids}
+
+    def observe(self, event: Event) -> None:
+        counts = self._counts[event.model_id]
+        if isinstance(event, Finished):
+            entry = event.entry
+            if event.response is not None:
+                counts.completed += 1
+                counts.input_tokens += event.response.usage.input_tokens
+                counts.output_tokens += event.response.usage.output_tokens
+            elif isinstance(event.error, RequestCancelledError):
+                counts.cancelled += 1
+            else:
+                counts.failed += 1
+            if event.phase == "in_flight":
+                counts.latency_ms.append(_ms(event.at - entry.dispatched_at))
+        elif isinstance(event, Dispatched):
+            counts.batches += 1
+            counts.batched += len(event.entries)
+            for entry in event.entries:
+                counts.queue_wait_ms.append(_ms(event.at - entry.enqueued_at))
+        elif isinstance(event, AttemptFailed):
+            if event.decision == "retry":
+                counts.retries += 1
+        elif isinstance(event, FellBack):
+            counts.fallbacks += 1
+        elif isinstance(event, CooldownStarted):
+            counts.cooldowns += 1
+        elif isinstance(event, RateLimited):
+            counts.rate_limited += 1
+        elif isinstance(event, Throttled):
+            counts.throttled_s += event.seconds
+
+    def model(self, model_id: str, live: LiveFigures) -> ModelStats:
+        """One model's figures."""
+        return _summarise([self._counts[model_id]], live)
+
+    def total(self, models: Iterable[ModelStats]) -> ModelStats:
+        """The figures summed over every model (the longest cooldown for the cooldown)."""
+        models = list(models)
+        live = LiveFigures(
+            queued=sum(m.queued for m in models),
+            in_flight=sum(m.in_flight for m in models),
+            retrying=sum(m.retrying for m in models),
+            cooldown_remaining_s=max((m.cooldown_remaining_s for m in models), default=0.0),
+            remaining_requests=None,  # budgets are per model and per group, not additive
+            remaining_tokens=None,
+        )
+        return _summarise(list(self._counts.values()), live)
+
+
+def _summarise(counts: list[_Counts], live: LiveFigures) -> ModelStats:
+    batches = sum(c.batches for c in counts)
+    batched = sum(c.batched for c in counts)
     return ModelStats(
-        queued=queued,
-        in_flight=in_flight,
-        completed=sum(r.completed for r in recorders),
-        failed=sum(r.failed for r in recorders),
-        cancelled=sum(r.cancelled for r in recorders),
-        retrying=retrying,
-        retries=sum(r.retries for r in recorders),
-        fallbacks=sum(r.fallbacks for r in recorders),
-        cooldowns=sum(r.cooldowns for r in recorders),
-        cooldown_remaining_s=cooldown_remaining_s,
-        rate_limited=sum(r.rate_limited for r in recorders),
-        throttled_s=sum(r.throttled_s for r in recorders),
-        remaining_requests=remaining_requests,
-        remaining_tokens=remaining_tokens,
+        queued=live.queued,
+        in_flight=live.in_flight,
+        completed=sum(c.completed for c in counts),
+        failed=sum(c.failed for c in counts),
+        cancelled=sum(c.cancelled for c in counts),
+        retrying=live.retrying,
+        retries=sum(c.retries for c in counts),
+        fallbacks=sum(c.fallbacks for c in counts),
+        cooldowns=sum(c.cooldowns for c in counts),
+        cooldown_remaining_s=live.cooldown_remaining_s,
+        rate_limited=sum(c.rate_limited for c in counts),
+        throttled_s=sum(c.throttled_s for c in counts),
+        remaining_requests=live.remaining_requests,
+        remaining_tokens=live.remaining_tokens,
         batches=batches,
         mean_batch_size=batched / batches if batches else 0.0,
-        queue_wait_ms=LatencySummary.of(s for r in recorders for s in r.queue_wait_ms),
-        latency_ms=LatencySummary.of(s for r in recorders for s in r.latency_ms),
-        input_tokens=sum(r.input_tokens for r in recorders),
-        output_tokens=sum(r.output_tokens for r in recorders),
-    )
-
-
-def total_snapshot(recorders: list[StatsRecorder], models: list[ModelStats]) -> ModelStats:
-    """The figures summed over several models (the longest cooldown for the cooldown)."""
-    return summarise(
-        recorders,
-        queued=sum(m.queued for m in models),
-        in_flight=sum(m.in_flight for m in models),
-        retrying=sum(m.retrying for m in models),
-        cooldown_remaining_s=max((m.cooldown_remaining_s for m in models), default=0.0),
-        remaining_requests=None,  # budgets are per model and per group, not additive
-        remaining_tokens=None,
+        queue_wait_ms=LatencySummary.of(s for c in counts for s in c.queue_wait_ms),
+        latency_ms=LatencySummary.of(s for c in counts for s in c.latency_ms),
+        input_tokens=sum(c.input_tokens for c in counts),
+        output_tokens=sum(c.output_tokens for c in counts),
     )

@@ -1,0 +1,71 @@
+"""One attempt: one provider call under the request's deadline, returning what came of it.
+
+The attempt never decides anything and never touches the request's state: it returns an
+outcome value, and the lane that owns the request decides what follows (see ``_retry.py``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ._exceptions import ProviderResponseError
+from ._models import LLMResponse
+
+if TYPE_CHECKING:
+    from ._models import LLMRequest
+    from .providers._base import Provider
+
+__all__ = ["INTERRUPTED", "Answered", "Failed", "Outcome", "call"]
+
+
+class Answered:
+    """The provider answered."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: LLMResponse) -> None:
+        self.response = response
+
+
+class Failed:
+    """The call raised: a provider error, or any exception a provider let out."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class _Interrupted:
+    """The call was stopped by its cancel scope: the deadline, a cancel, or an abort."""
+
+    __slots__ = ()
+
+
+INTERRUPTED = _Interrupted()
+
+Outcome = Answered | Failed | _Interrupted
+
+
+async def call(provider: Provider, request: LLMRequest, scope: anyio.CancelScope) -> Outcome:
+    """Call ``provider`` for ``request`` inside ``scope`` (which carries the deadline).
+
+    Cancellation from outside ``scope`` (the gateway's task group) propagates; everything
+    else becomes an outcome, so no provider can hurt the gateway by what it raises or returns.
+    """
+    with scope:
+        try:
+            response = await provider.complete(request)
+        except Exception as error:
+            return Failed(error)
+        if not isinstance(response, LLMResponse):
+            return Failed(
+                ProviderResponseError(
+                    f"the provider of model {request.model!r} returned a "
+                    f"{type(response).__name__}, not an LLMResponse"
+                )
+            )
+        return Answered(response)
+    return INTERRUPTED

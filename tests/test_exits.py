@@ -1,0 +1,217 @@
+"""Every exit path: whatever ends the ``async with`` block, every accepted request is resolved
+exactly once, and the exception leaving the block is the one that ended it.
+
+Hypothesis generates the moment and the manner of the exit (the block's own exception, a
+cancel scope around the block, KeyboardInterrupt, a timed shutdown, a plain exit) over a
+workload with logs on, on both backends and virtual time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llm_gateway import (
+    GatewayClosedError,
+    LLMRequest,
+    LLMResponse,
+    ProviderError,
+    RequestCancelledError,
+    ResponseFuture,
+    RetryPolicy,
+)
+
+from ._support import RecordingGateway, ask, mock_model
+from .conftest import run_on_virtual_time
+
+
+class UserError(Exception):
+    """The block's own exception."""
+
+
+EXITS = ["raise", "cancel", "keyboard", "shutdown_timeout", "normal"]
+
+
+@attrs.frozen
+class Scenario:
+    exit: str
+    exit_after_s: float
+    latencies: list[float]
+    failing: list[bool]  # the first attempt of this request fails (retryable)
+    gaps: list[float]
+    via_request: list[bool]  # awaited by gw.request() in a task inside the block
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
+    n = draw(st.integers(1, 25))
+    ms = st.integers(0, 1500).map(lambda v: v / 1000)
+    return Scenario(
+        exit=draw(st.sampled_from(EXITS)),
+        exit_after_s=draw(ms),
+        latencies=draw(
+            st.lists(st.integers(1, 900).map(lambda v: v / 1000), min_size=n, max_size=n)
+        ),
+        failing=draw(st.lists(st.booleans(), min_size=n, max_size=n)),
+        gaps=draw(
+            st.lists(st.one_of(st.just(0.0), ms.map(lambda v: v / 10)), min_size=n, max_size=n)
+        ),
+        via_request=draw(st.lists(st.booleans(), min_size=n, max_size=n)),
+    )
+
+
+@contextmanager
+def log_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="llm-gateway-exits-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class CountingGateway(RecordingGateway):
+    """Keeps every future it accepts, ``request()``'s included (it goes through submit)."""
+
+    accepted: list[ResponseFuture]
+
+    async def submit(self, request: LLMRequest) -> ResponseFuture:
+        future = await super().submit(request)
+        self.accepted.append(future)
+        return future
+
+
+@attrs.define
+class Played:
+    gateway: CountingGateway
+    raised: BaseException | None  # what the block raised itself
+    escaped: BaseException | None  # what left `async with`
+    cancelled_caught: bool
+
+
+async def play(scenario: Scenario, logs: str) -> Played:
+    by_id = {f"r{i}": i for i in range(len(scenario.latencies))}
+    attempts: dict[str, int] = {}
+
+    def fail(request: LLMRequest) -> BaseException | None:
+        rid = request.request_id
+        attempts[rid] = attempts.get(rid, 0) + 1
+        if scenario.failing[by_id[rid]] and attempts[rid] == 1:
+            return ProviderError("scripted", status_code=503)
+        return None
+
+    models = {
+        "m": mock_model(
+            max_concurrency=4,
+            batch_size=3,
+            timeout_s=None,
+            retry=RetryPolicy(backoff_base_s=0.2),
+        )
+    }
+    gateway = CountingGateway(
+        models,
+        latency=lambda r: scenario.latencies[by_id[r.request_id]],
+        fail=fail,
+        log_dir=logs,
+    )
+    gateway.accepted = []
+    raised: BaseException | None = None
+
+    escaped: BaseException | None = None
+    cancelled_caught = False
+
+    async def ask_and_wait(i: int) -> None:
+        # The outcome is checked on the future; a submission refused after the close is fine.
+        with contextlib.suppress(Exception):
+            await gateway.request(ask("m", request_id=f"r{i}"))
+
+    async def submit_all(agents: anyio.abc.TaskGroup) -> None:
+        for i, gap in enumerate(scenario.gaps):
+            await anyio.sleep(gap)
+            if scenario.via_request[i]:
+                agents.start_soon(ask_and_wait, i)
+            else:
+                with contextlib.suppress(GatewayClosedError):
+                    await gateway.submit(ask("m", request_id=f"r{i}"))
+
+    # The agents' tasks live outside the gateway's block, so what leaves the block is caught
+    # right at its edge, unwrapped by anything of the test's own.
+    async with anyio.create_task_group() as agents:
+        try:
+            deadline = scenario.exit_after_s if scenario.exit == "cancel" else math.inf
+            with anyio.move_on_after(deadline) as scope:
+                async with gateway:
+                    agents.start_soon(submit_all, agents)
+                    await anyio.sleep(scenario.exit_after_s)
+                    if scenario.exit == "raise":
+                        raised = UserError("the block failed")
+                        raise raised
+                    if scenario.exit == "keyboard":
+                        raised = KeyboardInterrupt()
+                        raise raised
+                    if scenario.exit == "shutdown_timeout":
+                        await gateway.shutdown(timeout=0.3)
+                    elif scenario.exit == "cancel":
+                        await anyio.sleep_forever()  # the scope around the block ends it
+                    else:  # "normal": every request has long finished when the block ends
+                        await anyio.sleep(sum(scenario.gaps) + 60)
+            cancelled_caught = scope.cancelled_caught
+        except BaseException as exc:  # the property is about exactly what escapes
+            escaped = exc
+        agents.cancel_scope.cancel()
+    return Played(gateway, raised, escaped, cancelled_caught)
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+@settings(deadline=None, max_examples=120)
+@given(scenario=scenarios())
+def test_every_exit_resolves_every_request_once_and_lets_its_own_exception_out(
+    backend: str, scenario: Scenario
+) -> None:
+    with log_dir() as logs:
+        result: list[Played] = []
+
+        async def main() -> None:
+            result.append(await play(scenario, logs))
+
+        run_on_virtual_time(backend, main)
+        played = result[0]
+        # The exception that ended the block is the one that leaves it, as itself; a
+        # cancellation is absorbed by the scope that caused it.
+        assert played.escaped is played.raised, f"{played.escaped!r} escaped"
+        assert played.cancelled_caught == (scenario.exit == "cancel")
+        gateway, accepted = played.gateway, played.gateway.accepted
+        stats = gateway.get_stats()
+        total = stats.total
+        # Every accepted request ended, exactly once (the stats count each ending once).
+        assert all(f.done() for f in accepted)
+        assert total.completed + total.failed + total.cancelled == len(accepted)
+        assert (total.queued, total.in_flight, total.retrying) == (0, 0, 0)
+        for fut in accepted:
+            error = fut.exception()
+            if error is None:
+                assert isinstance(fut.result(), LLMResponse)
+            elif isinstance(error, RequestCancelledError):
+                # Only request()'s own caller being cancelled cancels a request.
+                assert scenario.via_request[int(fut.request.request_id[1:])]
+                assert scenario.exit != "normal"
+            else:
+                assert isinstance(error, GatewayClosedError), repr(error)
+                assert scenario.exit != "normal"
+                assert "aborted" in str(error)
+        assert stats.observer_errors == {"stats": 0, "jsonl_log": 0}
+        # The logs are whole JSON lines.
+        for file in Path(logs, "gateway").glob("*.jsonl"):
+            for line in file.read_text().splitlines():
+                assert line.startswith("{") and line.endswith("}")
