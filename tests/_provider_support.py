@@ -69,12 +69,9 @@ class ScriptedGateway(Gateway):
         return open_provider(model_id, config, http_client=self.api.client())
 
 
-# The engine rebuild (issue 10) makes batches leave at once while a model has capacity, and keeps
-# the fixed window as batch_fill="wait": the tests that count batches ask for it. (The condition
-# goes when the rebuilt ModelConfig is committed.)
-FULL_BATCHES: dict[str, Any] = (
-    {"batch_fill": "wait"} if "batch_fill" in attrs.fields_dict(ModelConfig) else {}
-)
+# Batches leave at once while a model has capacity (batch_fill="eager"); the tests that count
+# batches ask for the fixed window.
+FULL_BATCHES: dict[str, Any] = {"batch_fill": "wait"}
 
 
 def json_response(
