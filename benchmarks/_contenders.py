@@ -208,8 +208,11 @@ async def open_sdk_post(setup: Setup) -> AsyncGenerator[Send]:
 # -- this gateway -------------------------------------------------------------------------------
 
 
-def gateway_models(setup: Setup, queue_capacity: int) -> dict[str, Any]:
-    """The benchmark's one model, default settings but for concurrency and queue room."""
+def gateway_models(
+    setup: Setup, queue_capacity: int, batch_fill: str = "eager"
+) -> dict[str, Any]:
+    """The benchmark's one model, default settings but for concurrency, queue room and
+    ``batch_fill`` (``"eager"`` is the default)."""
     from llm_gateway import ModelConfig
 
     if setup.protocol == "openai":
@@ -220,6 +223,7 @@ def gateway_models(setup: Setup, queue_capacity: int) -> dict[str, Any]:
             api_key="k",
             max_concurrency=setup.concurrency,
             queue_capacity=queue_capacity,
+            batch_fill=batch_fill,
         )
     else:
         config = ModelConfig(
@@ -229,6 +233,7 @@ def gateway_models(setup: Setup, queue_capacity: int) -> dict[str, Any]:
             api_key="k",
             max_concurrency=setup.concurrency,
             queue_capacity=queue_capacity,
+            batch_fill=batch_fill,
         )
     return {"m": config}
 
@@ -240,6 +245,7 @@ def bench_gateway(
     log_dir: str | None = None,
     wrap: Callable[[AbstractAsyncContextManager[Any]], AbstractAsyncContextManager[Any]]
     | None = None,
+    batch_fill: str = "eager",
 ) -> Any:
     """A ``Gateway`` on the fake provider (its SDK adapters over a MockTransport if asked).
 
@@ -248,20 +254,20 @@ def bench_gateway(
     from llm_gateway import Gateway
     from llm_gateway.providers import open_provider
 
-    class BenchGateway(Gateway):
-        def _open_provider(self, model_id: str, config: Any) -> AbstractAsyncContextManager[Any]:
-            if setup.transport != "mock":
-                opened = super()._open_provider(model_id, config)
-            else:
-                import httpx2
+    def factory(model_id: str, config: Any) -> AbstractAsyncContextManager[Any]:
+        if setup.transport != "mock":
+            opened = open_provider(model_id, config)
+        else:
+            import httpx2
 
-                from ._fake import httpx2_transport
+            from ._fake import httpx2_transport
 
-                client = httpx2.AsyncClient(transport=httpx2_transport())
-                opened = open_provider(model_id, config, http_client=client)
-            return opened if wrap is None else wrap(opened)
+            client = httpx2.AsyncClient(transport=httpx2_transport())
+            opened = open_provider(model_id, config, http_client=client)
+        return opened if wrap is None else wrap(opened)
 
-    return BenchGateway(models=gateway_models(setup, queue_capacity), log_dir=log_dir)
+    models = gateway_models(setup, queue_capacity, batch_fill)
+    return Gateway(models=models, log_dir=log_dir, provider_factory=factory)
 
 
 @asynccontextmanager

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import subprocess
 import sys
+import traceback
 
 import pytest
 
@@ -35,3 +38,22 @@ async def test_demo_runs_to_its_stats_table(capsys: pytest.CaptureFixture[str]) 
     assert "[indexer] batch of 6 finished (0 failed)" in out
     total = next(line for line in out.splitlines() if line.startswith("TOTAL"))
     assert total.split()[1:4] == ["16", "0", "0"]  # 2 + 4 + 4 + 6 done, none failed
+
+
+@pytest.mark.parametrize("package", ["llm_gateway", "llm_gateway.providers", "llm_gateway.testing"])
+def test_public_classes_and_functions_say_where_to_import_them_from(package: str) -> None:
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if isinstance(obj, type) or inspect.isfunction(obj):
+            home = obj.__module__
+            assert not any(part.startswith("_") for part in home.split(".")), name
+            assert getattr(importlib.import_module(home), name) is obj
+
+
+def test_a_traceback_names_the_public_class() -> None:
+    try:
+        llm_gateway.LLMRequest(model="m", messages=[])
+    except llm_gateway.RequestValidationError as exc:
+        text = "".join(traceback.format_exception_only(exc))
+    assert text.startswith("llm_gateway.RequestValidationError: LLMRequest.messages")

@@ -35,6 +35,7 @@ from ._models import ModelProvider as ModelProvider
 from ._models import RequestPriority as RequestPriority
 from ._models import ToolCall as ToolCall
 from ._models import Usage as Usage
+from ._public import publish as _publish
 from ._stats import GatewayStats as GatewayStats
 from ._stats import LatencySummary as LatencySummary
 from ._stats import LimitGroupStats as LimitGroupStats
@@ -83,3 +84,5 @@ __all__ = [
     "Usage",
     "load_config",
 ]
+
+_publish(__name__, globals(), __all__)

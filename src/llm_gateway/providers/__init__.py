@@ -1,5 +1,6 @@
 """Provider adapters: how the gateway reaches each kind of model."""
 
+from .._public import publish as _publish
 from ._base import Provider as Provider
 from ._base import ProviderFactory as ProviderFactory
 from ._mock import MockError as MockError
@@ -21,3 +22,5 @@ __all__ = [
     "ProviderFactory",
     "open_provider",
 ]
+
+_publish(__name__, globals(), __all__)

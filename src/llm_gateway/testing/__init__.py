@@ -1,5 +1,6 @@
 """Helpers for testing code that uses the gateway (like ``trio.testing``)."""
 
+from .._public import publish as _publish
 from ..providers._mock import CassetteMissError as CassetteMissError
 from ..providers._mock import MockError as MockError
 from ..providers._mock import MockFixture as MockFixture
@@ -43,3 +44,5 @@ __all__ = [
     "prompt_key",
     "request_digest",
 ]
+
+_publish(__name__, globals(), __all__)
