@@ -474,3 +474,22 @@ async def test_mock_gateway_loads_the_sample_fixtures_file() -> None:
         assert (info.value.status_code, info.value.retry_after_s) == (529, 2.0)
         # The same regex on another model does not match: the deterministic default answers.
         assert (await gw.request(ask("fast", "overload me"))).content.startswith("Mock answer")
+
+
+@pytest.mark.parametrize("bad", [math.nan, -1.0, True, "1"])
+async def test_shutdown_refuses_a_timeout_that_is_not_seconds(bad: object) -> None:
+    async with RecordingGateway({"m": mock_model()}, latency=lambda r: 1.0) as gw:
+        fut = await gw.submit(ask())
+        with pytest.raises(ValueError, match=r"shutdown\(timeout=.*seconds >= 0"):
+            await gw.shutdown(timeout=bad)  # type: ignore[arg-type]
+        # Nothing was aborted: the request is answered.
+        assert (await fut).request_id == fut.request.request_id
+
+
+async def test_aclose_finishes_every_accepted_request_then_refuses_new_ones() -> None:
+    async with RecordingGateway({"m": mock_model()}, latency=lambda r: 1.0) as gw:
+        futures = [await gw.submit(ask()) for _ in range(3)]
+        await gw.aclose()
+        assert all(f.done() and f.exception() is None for f in futures)
+        with pytest.raises(GatewayClosedError):
+            await gw.submit(ask())
