@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import anyio.lowlevel
-import attrs
 from anyio.abc import TaskStatus
 
 from ._attempt import Answered, Failed, call
@@ -465,8 +464,7 @@ class Lane:
             )
         self._finish(
             entry,
-            attrs.evolve(
-                response,
+            response._timed(
                 latency_ms=_ms(now - entry.dispatched_at),
                 queue_wait_ms=_ms(entry.dispatched_at - entry.enqueued_at),
             ),

@@ -317,3 +317,19 @@ class LLMResponse:
     def tokens_used(self) -> Usage:
         """The same as :attr:`usage` (the name in the second version of the specification)."""
         return self.usage
+
+    def _timed(self, latency_ms: float, queue_wait_ms: float) -> LLMResponse:
+        """A copy carrying the gateway's timings.
+
+        Every other field was validated when this response was built; re-running the
+        validators (as ``attrs.evolve`` would) costs every request several microseconds.
+        """
+        timed: LLMResponse = object.__new__(LLMResponse)
+        for name in _RESPONSE_FIELDS:
+            object.__setattr__(timed, name, getattr(self, name))
+        object.__setattr__(timed, "latency_ms", latency_ms)
+        object.__setattr__(timed, "queue_wait_ms", queue_wait_ms)
+        return timed
+
+
+_RESPONSE_FIELDS = tuple(a.name for a in attrs.fields(LLMResponse))
