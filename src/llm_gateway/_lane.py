@@ -390,7 +390,6 @@ class Lane:
         for entry in entries:
             entry.state = RUNNING
             entry.dispatched_at = now
-            entry.batch = batch
             if entry.holds_slot:
                 entry.holds_slot = False
                 self._slots.release()

@@ -42,7 +42,6 @@ class Entry:
 
     __slots__ = (
         "admission",
-        "batch",
         "deadline",
         "dispatched_at",
         "enqueued_at",
@@ -88,7 +87,6 @@ class Entry:
         self.rank_since = 0.0
         self.scope: anyio.CancelScope | None = None  # the attempt's or the backoff's
         self.admission: Admission | None = None  # the attempt's entry in the rate-limit books
-        self.batch: object = None  # the dispatch group the current attempt left with
 
     def describe(self, what: str) -> str:
         """``request 'id' to model 'm' <what>``, for error messages (never request text)."""
