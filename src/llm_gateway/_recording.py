@@ -9,18 +9,68 @@ endpoints never reach this level, so they cannot be written.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import os
+import sys
 
 import anyio
 import attrs
 
 from ._config import ModelConfig
+from ._exceptions import ConfigError
 from ._models import LLMRequest, LLMResponse
 from .providers._base import Provider
 from .providers._mock import MockFixture, MockFixtures, MockRecording, RequestContent
 
-__all__ = ["CassetteRecorder"]
+__all__ = ["CassetteRecorder", "require_real_time"]
+
+_REAL_TIME_HINT = (
+    "recording needs real time: this code runs on a virtual clock ({clock}), which jumps ahead "
+    "while a real provider's network I/O is pending, so every recorded call would time out. "
+    "Record on the real clock: with the anyio_backend fixture of docs/testing.md, run pytest "
+    "with --llm-gateway-record (it picks the real clock then); in a pytest-trio test, drop the "
+    "autojump_clock fixture while recording; outside pytest, call anyio.run() without a "
+    "virtual clock or loop_factory"
+)
+
+
+def _virtual_clock() -> str | None:
+    """The name of the running event loop's virtual clock, or ``None`` on real time."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio: trio, if it is imported and running
+        trio = sys.modules.get("trio")
+        if trio is None:
+            return None
+        try:
+            clock = trio.lowlevel.current_clock()
+        except RuntimeError:
+            return None
+        # MockClock, or any clock but trio's default one.
+        if type(clock).__name__ == "SystemClock" and type(clock).__module__.startswith("trio."):
+            return None
+        return f"{type(clock).__module__}.{type(clock).__qualname__}"
+    looptime = sys.modules.get("looptime")
+    if looptime is not None and isinstance(loop, looptime.LoopTimeEventLoop) and loop.looptime_on:
+        return "looptime's event loop"
+    return None
+
+
+def require_real_time() -> None:
+    """Refuse to record real providers on a virtual clock (trio's ``MockClock``, looptime's loop).
+
+    Call it on the event loop that will make the calls. A provider doing real network I/O
+    cannot run on a virtual clock: the clock jumps to the next deadline (the request timeout)
+    whenever every task waits, and the I/O is a wait. In-process providers (the mock, test
+    doubles) can, so this is not checked for every recording.
+
+    Raises:
+        ConfigError: The running event loop's clock is virtual; the message says what to do.
+    """
+    clock = _virtual_clock()
+    if clock is not None:
+        raise ConfigError(_REAL_TIME_HINT.format(clock=clock))
 
 
 class CassetteRecorder:
