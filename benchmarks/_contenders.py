@@ -8,7 +8,7 @@ are built inside ``send``, as users build them per call.
 - ``sdk``: the official SDK (``AsyncOpenAI.chat.completions.create`` /
   ``AsyncAnthropic.messages.create``), an ``asyncio.Semaphore(C)`` and ``asyncio.gather``.
 - ``gateway-asyncio`` / ``gateway-trio``: one ``Gateway`` model with ``max_concurrency=C`` and
-  otherwise default settings (batching on, logs on), ``await gw.batch(requests)``, NORMAL
+  otherwise default settings (``batch_fill="eager"``, logs on), ``await gw.batch(requests)``, NORMAL
   priority (the default); ``gateway-asyncio-high``: the same with every request HIGH.
 - ``litellm``: ``litellm.Router`` with one deployment, ``max_parallel_requests=C``,
   ``num_retries=3``, ``asyncio.gather`` of ``router.acompletion`` calls.
@@ -208,9 +208,7 @@ async def open_sdk_post(setup: Setup) -> AsyncGenerator[Send]:
 # -- this gateway -------------------------------------------------------------------------------
 
 
-def gateway_models(
-    setup: Setup, queue_capacity: int, batch_fill: str = "eager"
-) -> dict[str, Any]:
+def gateway_models(setup: Setup, queue_capacity: int, batch_fill: str = "eager") -> dict[str, Any]:
     """The benchmark's one model, default settings but for concurrency, queue room and
     ``batch_fill`` (``"eager"`` is the default)."""
     from llm_gateway import ModelConfig
@@ -424,7 +422,7 @@ CONTENDERS: dict[str, Callable[[Setup], AbstractAsyncContextManager[Send]]] = {
     "sdk-post": open_sdk_post,
     "gateway-asyncio": open_gateway,
     "gateway-trio": open_gateway,
-    "gateway-asyncio-high": open_gateway,  # every request HIGH (no batch wait)
+    "gateway-asyncio-high": open_gateway,  # every request HIGH
     "litellm": open_litellm,
     "langchain": open_langchain,
 }

@@ -117,9 +117,10 @@ async def idle(job: dict[str, Any]) -> dict[str, Any]:
 
     setup = Setup("openai", "mock", concurrency=32, priority=job["priority"])  # 32: the default
     priority = RequestPriority[job["priority"]]
+    fill = job.get("batch_fill", "eager")
     added: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-logs-") as logs:
-        async with bench_gateway(setup, log_dir=logs, wrap=wrap) as gw:
+        async with bench_gateway(setup, log_dir=logs, wrap=wrap, batch_fill=fill) as gw:
             for i in range(job["warmup"] + job["n"]):
                 request = LLMRequest(
                     model="m",
@@ -134,6 +135,55 @@ async def idle(job: dict[str, Any]) -> dict[str, Any]:
                 if i >= job["warmup"]:
                     added.append(total - timed[0].spent[request.request_id])
     return {"added_ms": _summary_ms(added)}
+
+
+async def saturation(job: dict[str, Any]) -> dict[str, Any]:
+    """Batches at twice the capacity offered: a mock model (``max_concurrency`` C, fixed
+    latency L, ``batch_size`` 10) gets requests at 2*C/L per second, evenly spaced, for
+    ``seconds``; the figures are ``get_stats()``'s once the last one is submitted."""
+    from llm_gateway import Gateway, LLMMessage, LLMRequest, ModelConfig
+
+    c, latency, seconds = job["concurrency"], job["latency_s"], job["seconds"]
+    rate = job.get("load", 2.0) * c / latency
+    n = int(rate * seconds)
+    model = ModelConfig(
+        provider="mock",
+        model_name="mock",
+        max_concurrency=c,
+        batch_size=job.get("batch_size", 10),
+        batch_fill=job["batch_fill"],
+        queue_capacity=n + 1,
+        timeout_s=None,
+        provider_options={"latency_s": latency},
+    )
+    message = LLMMessage("user", PROMPT)
+    late: list[float] = []  # how far behind schedule each submission was (the offered load)
+    with tempfile.TemporaryDirectory(prefix="bench-logs-") as logs:
+        async with Gateway(models={"m": model}, log_dir=logs) as gw:
+            start = anyio.current_time()
+            for i in range(n):
+                due = start + i / rate
+                await anyio.sleep_until(due)
+                late.append(anyio.current_time() - due)
+                gw.submit_nowait(LLMRequest(model="m", messages=(message,), max_tokens=64))
+            elapsed = anyio.current_time() - start
+            stats = gw.get_stats().models["m"]
+            await gw.shutdown(timeout=0)  # the backlog is not what is measured
+    return {
+        "batch_fill": job["batch_fill"],
+        "concurrency": c,
+        "latency_s": latency,
+        "offered_rps": rate,
+        "submitted": n,
+        "seconds": elapsed,
+        "late_ms": _summary_ms(late),
+        "batches": stats.batches,
+        "dispatched": round(stats.batches * stats.mean_batch_size),
+        "mean_batch_size": stats.mean_batch_size,
+        "completed": stats.completed,
+        "completed_rps": stats.completed / elapsed,
+        "queue_wait_ms": {"p50": stats.queue_wait_ms.p50, "p99": stats.queue_wait_ms.p99},
+    }
 
 
 async def memory(job: dict[str, Any]) -> dict[str, Any]:
@@ -240,6 +290,8 @@ def run_job(contender: str, job: dict[str, Any]) -> dict[str, Any]:
         return anyio.run(load, contender, job, backend=backend)
     if kind == "idle":
         return anyio.run(idle, job, backend=backend)
+    if kind == "saturation":
+        return anyio.run(saturation, job, backend=backend)
     if kind == "memory":
         return anyio.run(memory, job, backend=backend)
     if kind == "scale":

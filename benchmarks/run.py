@@ -177,7 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         if quick
         else {1: 200, 64: 800, 512: 1024}  # requests per timed run, by concurrency
     )
-    idle_n = {"HIGH": 100 if quick else 300, "NORMAL": 20 if quick else 100}
+    # Idle samples by batch_fill and priority: "wait" NORMAL costs a whole batch window each.
+    idle_n = {
+        "eager": {"HIGH": 100 if quick else 300, "NORMAL": 100 if quick else 300},
+        "wait": {"HIGH": 100 if quick else 300, "NORMAL": 20 if quick else 100},
+    }
+    saturation = {"concurrency": 8, "latency_s": 0.1, "seconds": 2.0 if quick else 4.0}
     # (requests in one batch() call, runs): more runs of the short ones, which are noisier.
     scale_plan = [(1_000, 3), (10_000, 1)] if quick else [(1_000, 9), (10_000, 3), (100_000, 1)]
     memory_n = 20_000 if quick else 100_000
@@ -191,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "sizes": sizes,
         "idle_n": idle_n,
+        "saturation": saturation,
         "scale_plan": scale_plan,
         "memory_n": memory_n,
     }
@@ -277,18 +283,31 @@ def main(argv: list[str] | None = None) -> int:
         results["lag"] = lags
         log(f"event-loop lag done ({time.perf_counter() - started:.0f} s)")
 
-        # 3. The gateway alone: idle latency, memory per queued request, cost vs request count.
-        gateway_runs: dict[str, Any] = {"idle": [], "memory": [], "scale": []}
+        # 3. The gateway alone: idle latency, batches at twice the capacity, memory per queued
+        # request, cost vs request count.
+        gateway_runs: dict[str, Any] = {"idle": [], "saturation": [], "memory": [], "scale": []}
         for backend in GATEWAYS:
             worker = workers[backend]
-            for priority, n in idle_n.items():
-                result = worker.run(
-                    {"kind": "idle", "priority": priority, "n": n, "warmup": 20, "gap_s": 0.002}
-                )
+            for fill, by_priority in idle_n.items():
+                for priority, n in by_priority.items():
+                    job = {
+                        "kind": "idle",
+                        "priority": priority,
+                        "batch_fill": fill,
+                        "n": n,
+                        "warmup": 20,
+                        "gap_s": 0.002,
+                    }
+                    result = worker.run(job)
+                    if result is not None:
+                        gateway_runs["idle"].append(
+                            {"contender": backend, "priority": priority, "batch_fill": fill}
+                            | result
+                        )
+            for fill in ("eager", "wait"):
+                result = worker.run({"kind": "saturation", "batch_fill": fill, **saturation})
                 if result is not None:
-                    gateway_runs["idle"].append(
-                        {"contender": backend, "priority": priority, **result}
-                    )
+                    gateway_runs["saturation"].append({"contender": backend, **result})
             result = worker.run({"kind": "memory", "n": memory_n})
             if result is not None:
                 gateway_runs["memory"].append({"contender": backend, **result})
