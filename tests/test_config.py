@@ -345,7 +345,8 @@ def test_a_file_value_of_the_wrong_type_is_not_coerced(
         ({"retry": 3}, "models.fast.retry must be a table (dict) of RetryPolicy fields"),
         ({"rate_limit": {"window_s": 7}}, "models.fast.rate_limit.window_s"),
         ({"batchsize": 3}, "models.fast has unknown keys 'batchsize' (did you mean 'batch_size'?)"),
-        ({"provider": "gpt-5"}, "models.fast.provider must be one of 'claude-haiku'"),
+        ({"provider": "gpt-5"}, "models.fast.provider must be one of 'anthropic', 'openai'"),
+        ({"provider": "openia"}, "got 'openia' (did you mean 'openai'?)"),
     ],
 )
 def test_a_dict_value_of_the_wrong_type_names_its_path(
@@ -404,3 +405,99 @@ def test_a_config_that_is_not_a_table_is_a_config_error() -> None:
         load_config({"models": {"fast": "mock"}})
     with pytest.raises(ConfigError, match="cannot build a gateway configuration from a list"):
         load_config([1, 2])  # type: ignore[arg-type]
+
+
+# -- issue 12: plain-dict models, missing provider, fallbacks, "did you mean" ---------------
+
+
+def test_models_may_be_plain_dicts_mixed_with_model_configs() -> None:
+    loaded = load_config(
+        {
+            "fast": {"provider": "mock", "model_name": "m", "batch_size": 3},
+            "slow": ModelConfig(provider="mock", model_name="s", fallbacks=["fast"]),
+        }
+    )
+    assert loaded.models["fast"] == ModelConfig(provider="mock", model_name="m", batch_size=3)
+    assert loaded.models["slow"].fallbacks == ("fast",)
+
+
+def test_plain_dict_models_are_as_strict_as_a_file() -> None:
+    with pytest.raises(ConfigError, match=r"models\.fast\.batch_size must be an int, got float"):
+        load_config({"fast": {"provider": "mock", "model_name": "m", "batch_size": 2.5}})
+
+
+@pytest.mark.anyio
+async def test_a_gateway_takes_plain_dict_models() -> None:
+    from llm_gateway import Gateway, LLMMessage, LLMRequest
+
+    # Gateway's annotation says ModelConfig; plain dicts are what this test is about.
+    models: Any = {"fast": {"provider": "mock", "model_name": "m"}}
+    async with Gateway(models=models, log_dir=None) as gw:
+        answer = await gw.request(LLMRequest(model="fast", messages=[LLMMessage("user", "hi")]))
+    assert answer.model == "fast"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"fast": {"model_name": "m"}},
+        {"models": {"fast": {"model_name": "m"}}},
+    ],
+)
+def test_a_model_without_a_provider_says_the_provider_is_missing(data: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(data)
+    message = str(caught.value)
+    assert "models.fast.provider is missing" in message
+    assert "unknown" not in message
+
+
+def test_a_fallback_to_a_missing_model_names_the_configured_ones() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            {
+                "fast": {"provider": "mock", "model_name": "m", "fallbacks": ["slwo"]},
+                "slow": {"provider": "mock", "model_name": "m"},
+            }
+        )
+    assert str(caught.value) == (
+        "invalid configuration: models.fast.fallbacks names 'slwo' (did you mean 'slow'?), "
+        "which is not a configured model; the other configured models are ['slow']"
+    )
+
+
+def test_a_fallback_with_no_other_model_says_so_not_an_empty_list() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({"fast": {"provider": "mock", "model_name": "m", "fallbacks": ["slow"]}})
+    message = str(caught.value)
+    assert "[]" not in message
+    assert "'fast' is the only configured model" in message
+
+
+def test_a_model_cannot_fall_back_to_itself() -> None:
+    with pytest.raises(ConfigError, match=r"models\.fast\.fallbacks names the model itself"):
+        load_config({"fast": {"provider": "mock", "model_name": "m", "fallbacks": ["fast"]}})
+
+
+@pytest.mark.parametrize(
+    ("data", "hint"),
+    [
+        ({"modles": {"fast": {"provider": "mock", "model_name": "m"}}}, "did you mean 'models'?"),
+        ({"fast": {"provider": "antropic", "model_name": "m"}}, "did you mean 'anthropic'?"),
+        (
+            {
+                "models": {"fast": {"provider": "mock", "model_name": "m", "limit_group": "oai"}},
+                "limit_groups": {"openai": {}},
+            },
+            "did you mean 'openai'?",
+        ),
+    ],
+)
+def test_unknown_names_suggest_the_nearest(data: dict[str, Any], hint: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        load_config(data)
+
+
+def test_the_constructor_says_a_none_provider_is_missing() -> None:
+    with pytest.raises(ConfigError, match=r"ModelConfig\.provider .*it is missing \(None\)"):
+        ModelConfig(provider=None, model_name="m")  # type: ignore[arg-type]

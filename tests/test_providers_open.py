@@ -67,6 +67,9 @@ ADAPTERS: dict[ModelProvider, type] = {
     ModelProvider.GPT_4O: OpenAIProvider,
     ModelProvider.LOCAL_LLAMA: OpenAIProvider,
     ModelProvider.MOCK: MockProvider,
+    ModelProvider.ANTHROPIC: AnthropicProvider,
+    ModelProvider.OPENAI: OpenAIProvider,
+    ModelProvider.OPENAI_COMPATIBLE: OpenAIProvider,
 }
 
 
@@ -220,6 +223,9 @@ def hide_sdk(monkeypatch: pytest.MonkeyPatch, sdk: str, adapter: str) -> None:
         ("claude-haiku", "anthropic", "_anthropic"),
         ("gpt-4o", "openai", "_openai"),
         ("local-llama", "openai", "_openai"),
+        ("anthropic", "anthropic", "_anthropic"),
+        ("openai", "openai", "_openai"),
+        ("openai-compatible", "openai", "_openai"),
     ],
 )
 async def test_a_missing_extra_fails_at_gateway_start_naming_it(
@@ -233,7 +239,8 @@ async def test_a_missing_extra_fails_at_gateway_start_naming_it(
             pass
     assert str(caught.value) == (
         f"models.m: provider {provider!r} needs the {sdk} SDK, and {sdk!r} is not installed; "
-        f"install it with: pip install 'trio-llm-gateway[{sdk}]'"
+        f"install it from the project's checkout with: pip install -e '.[{sdk}]' "
+        f"(or: pip install {sdk})"
     )
 
 

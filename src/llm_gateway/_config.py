@@ -12,7 +12,6 @@ file (``models.fast.batch_size``).
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -28,7 +27,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 from ._exceptions import ConfigError
 from ._models import ModelProvider, RequestPriority
 from ._validators import CONFIG as V
-from ._validators import Check, Item, api_key, described, to_tuple
+from ._validators import Check, Item, api_key, described, did_you_mean, to_tuple
 
 __all__ = [
     "CooldownPolicy",
@@ -273,6 +272,23 @@ def _to_provider(value: ModelProvider | str) -> ModelProvider:
     return value  # type: ignore[return-value]
 
 
+_KNOWN_PROVIDER = V.one_of(*(p.value for p in ModelProvider))
+
+
+def _provider_problem(value: object) -> str | Item | None:
+    if value is None:
+        return "but it is missing (None)"
+    return _KNOWN_PROVIDER.problem(value)
+
+
+_PROVIDER = Check(
+    V.error,
+    _KNOWN_PROVIDER.expected,
+    _provider_problem,
+    "e.g. 'anthropic', 'openai', 'openai-compatible' (see docs/providers.md)",
+)
+
+
 def _endpoint_problem(value: object) -> str | Item | None:
     # The message never quotes the URL: it may hold a user-info password.
     if value is None:
@@ -354,10 +370,7 @@ class ModelConfig:
         limit_group: The name of a shared budget in ``GatewayConfig.limit_groups``.
     """
 
-    provider: ModelProvider = attrs.field(
-        converter=_to_provider,
-        validator=V.one_of(*(p.value for p in ModelProvider)),
-    )
+    provider: ModelProvider = attrs.field(converter=_to_provider, validator=_PROVIDER)
     model_name: str = attrs.field(
         validator=V.text(non_empty=True, fix="give the provider's model name")
     )
@@ -459,16 +472,31 @@ class GatewayConfig:
         if not self.models:
             raise V.fail(self, "models", "is empty; configure at least one model")
         for model_id, model in self.models.items():
-            if model.limit_group is not None and model.limit_group not in self.limit_groups:
+            group = model.limit_group
+            if group is not None and group not in self.limit_groups:
+                known = sorted(self.limit_groups)
                 raise ConfigError(
-                    f"models.{model_id}.limit_group is {model.limit_group!r}, which is not in "
-                    f"limit_groups; define it there (known: {sorted(self.limit_groups)})"
+                    f"models.{model_id}.limit_group is {group!r}{did_you_mean(group, known)}, "
+                    "which is not in limit_groups; "
+                    + (f"define it there (known: {known})" if known else "define it there")
                 )
             for fallback in model.fallbacks:
-                if fallback not in self.models or fallback == model_id:
+                if fallback == model_id:
                     raise ConfigError(
-                        f"models.{model_id}.fallbacks names {fallback!r}, which is not another "
-                        f"configured model; use some of {sorted(set(self.models) - {model_id})}"
+                        f"models.{model_id}.fallbacks names the model itself; a fallback must "
+                        "be another configured model"
+                    )
+                if fallback not in self.models:
+                    others = sorted(set(self.models) - {model_id})
+                    raise ConfigError(
+                        f"models.{model_id}.fallbacks names {fallback!r}"
+                        f"{did_you_mean(fallback, others)}, which is not a configured model; "
+                        + (
+                            f"the other configured models are {others}"
+                            if others
+                            else f"{model_id!r} is the only configured model: configure the "
+                            "fallback model under models, or remove the fallback"
+                        )
                     )
 
 
@@ -509,6 +537,7 @@ _converter.register_structure_hook_func(
 # The constructor's converter and validator decide, with the constructor's message.
 _converter.register_structure_hook(ModelProvider, lambda value, _: value)
 
+_structure_model_fields = _converter.gen_structure_attrs_fromdict(ModelConfig)
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
@@ -532,12 +561,14 @@ def _field_problem(exc: BaseException, path: str, cls: Any) -> str:
         return message
     if isinstance(exc, ForbiddenExtraKeysError):
         known = [a.name for a in attrs.fields(exc.cl)] if attrs.has(exc.cl) else []
-        hints = []
-        for name in sorted(exc.extra_fields):
-            close = difflib.get_close_matches(name, known, n=1)
-            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hints = [f"{name!r}{did_you_mean(name, known)}" for name in sorted(exc.extra_fields)]
         return f"{where} has unknown keys {', '.join(hints)}; known keys: {', '.join(known)}"
     if isinstance(exc, KeyError):
+        if path.endswith(".provider"):
+            return (
+                f"{where} is missing; every model needs a provider, e.g. provider = 'anthropic', "
+                "'openai', 'openai-compatible' or 'mock'"
+            )
         return f"{where} is required"
     if isinstance(cls, type) and attrs.has(cls):
         return f"{where} must be a table (dict) of {cls.__name__} fields"
@@ -557,14 +588,46 @@ def _problems(exc: BaseException, path: str, cls: Any) -> list[str]:
     return [_field_problem(exc, path, cls)]
 
 
+_GATEWAY_KEYS = frozenset(a.name for a in attrs.fields(GatewayConfig))
+_MODEL_KEYS = frozenset(a.name for a in attrs.fields(ModelConfig))
+
+
+def _is_models(source: Mapping[Any, Any]) -> bool:
+    """Whether a dict is a mapping of model id -> model rather than the whole configuration.
+
+    It is when no key is one of :class:`GatewayConfig`'s and every value is a ModelConfig or
+    a dict with some ModelConfig field (so a typo such as ``modles = {...}`` is still read as
+    the whole configuration, and gets its "did you mean" hint).
+    """
+    return (
+        bool(source)
+        and not any(key in _GATEWAY_KEYS for key in source)
+        and all(
+            isinstance(v, ModelConfig) or (isinstance(v, Mapping) and not _MODEL_KEYS.isdisjoint(v))
+            for v in source.values()
+        )
+    )
+
+
+def _structure_model(value: Any, cls: type[Any]) -> Any:
+    # A ModelConfig among dicts (Gateway(models={"a": ModelConfig(...), "b": {...}})) is
+    # already built and validated.
+    return value if isinstance(value, ModelConfig) else _structure_model_fields(value, cls)
+
+
+_converter.register_structure_hook(ModelConfig, _structure_model)
+
+
 def load_config(
     source: GatewayConfig | Mapping[str, Any] | str | os.PathLike[str],
 ) -> GatewayConfig:
     """Build a :class:`GatewayConfig` from a dict, a TOML file path, or a config object.
 
-    A dict is either the whole configuration (``{"models": {...}, "log_dir": ...}``) or, as in
-    the first specification, a mapping of model id -> :class:`ModelConfig`. A dict or TOML
-    file is exactly as strict as the constructors: no value is converted to another type.
+    A dict is either the whole configuration (``{"models": {...}, "log_dir": ...}``) or a
+    mapping of model id -> model, each a :class:`ModelConfig` or a dict of its fields
+    (``{"fast": {"provider": "anthropic", "model_name": "claude-haiku-4-5"}}``), as
+    ``Gateway(models=...)`` passes it. A dict or TOML file is exactly as strict as the
+    constructors: no value is converted to another type.
 
     Raises:
         ConfigError: The configuration is invalid; the message names each wrong field by its
@@ -589,8 +652,10 @@ def load_config(
             f"cannot build a gateway configuration from a {type(source).__name__}; "
             "pass a dict, a TOML file path, or a GatewayConfig"
         )
-    elif source and all(isinstance(v, ModelConfig) for v in source.values()):
-        return GatewayConfig(models=dict(source))
+    elif _is_models(source):
+        if all(isinstance(v, ModelConfig) for v in source.values()):
+            return GatewayConfig(models=dict(source))
+        data = {"models": dict(source)}
     try:
         config: GatewayConfig = _converter.structure(data, GatewayConfig)
     except (ClassValidationError, IterableValidationError, ConfigError) as exc:

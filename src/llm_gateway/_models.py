@@ -32,19 +32,37 @@ __all__ = [
 
 
 class ModelProvider(enum.StrEnum):
-    """The kinds of model the gateway can reach.
+    """The kinds of provider the gateway can reach.
 
-    ``claude-*`` go to Anthropic, ``gpt-*`` to OpenAI, ``local-llama`` to an OpenAI-compatible
-    server at the model's ``endpoint``, ``mock`` to the deterministic built-in provider.
+    The generic kinds take any model name (``ModelConfig.model_name``):
+
+    - ``anthropic``: Anthropic's Messages API (key from ``ANTHROPIC_API_KEY``).
+    - ``openai``: OpenAI's chat-completions API (key from ``OPENAI_API_KEY``).
+    - ``openai-compatible``: any server speaking OpenAI's chat-completions API (vLLM, Ollama,
+      llama.cpp server, LM Studio, a proxy) at the model's ``endpoint``, which is required;
+      the key is optional and never read from ``OPENAI_API_KEY``.
+    - ``mock``: the deterministic built-in provider.
+
+    The original names stay as aliases with the same adapters: ``claude-haiku``,
+    ``claude-sonnet`` and ``claude-opus`` are ``anthropic``; ``gpt-4o-mini`` and ``gpt-4o`` are
+    ``openai``; ``local-llama`` is ``openai-compatible``.
     """
 
+    ANTHROPIC = "anthropic"
+    OPENAI = "openai"
+    OPENAI_COMPATIBLE = "openai-compatible"
+    MOCK = "mock"
     CLAUDE_HAIKU = "claude-haiku"
     CLAUDE_SONNET = "claude-sonnet"
     CLAUDE_OPUS = "claude-opus"
     GPT_4O_MINI = "gpt-4o-mini"
     GPT_4O = "gpt-4o"
     LOCAL_LLAMA = "local-llama"
-    MOCK = "mock"
+
+    @property
+    def kind(self) -> ModelProvider:
+        """The generic kind this provider is (itself for a generic kind or ``mock``)."""
+        return _KINDS.get(self, self)
 
 
 class RequestPriority(enum.IntEnum):
@@ -57,6 +75,15 @@ class RequestPriority(enum.IntEnum):
     LOW = 3
     """Background work."""
 
+
+_KINDS = {
+    ModelProvider.CLAUDE_HAIKU: ModelProvider.ANTHROPIC,
+    ModelProvider.CLAUDE_SONNET: ModelProvider.ANTHROPIC,
+    ModelProvider.CLAUDE_OPUS: ModelProvider.ANTHROPIC,
+    ModelProvider.GPT_4O_MINI: ModelProvider.OPENAI,
+    ModelProvider.GPT_4O: ModelProvider.OPENAI,
+    ModelProvider.LOCAL_LLAMA: ModelProvider.OPENAI_COMPATIBLE,
+}
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 

@@ -15,6 +15,7 @@ may hold prompt text or a key.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = [
     "api_key",
     "check_api_key",
     "described",
+    "did_you_mean",
     "surrogate_at",
     "to_tuple",
 ]
@@ -56,6 +58,17 @@ def described(value: object) -> str:
         digits = repr(value)
         return digits if len(digits) <= 24 else f"an int of {len(digits)} digits"
     return type(value).__name__
+
+
+def did_you_mean(name: object, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the known name nearest to ``name``, or ``""``.
+
+    Only a short str is compared (a long one is no typo of a name, and may be a secret).
+    """
+    if not isinstance(name, str) or len(name) > 40:
+        return ""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def surrogate_at(text: str) -> int | None:
@@ -289,7 +302,7 @@ class Rules:
             if isinstance(value, str) and value in choices:
                 return None
             if isinstance(value, str) and len(value) <= 40:
-                return f"got {value!r}"
+                return f"got {value!r}{did_you_mean(value, choices)}"
             return _got(value)
 
         return Check(self.error, f"one of {', '.join(map(repr, choices))}", problem, fix)

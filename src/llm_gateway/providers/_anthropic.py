@@ -1,4 +1,4 @@
-"""The Anthropic adapter: ``claude-*`` models through the official ``anthropic`` SDK.
+"""The Anthropic adapter: ``anthropic`` (and ``claude-*``) models through the ``anthropic`` SDK.
 
 It uses the SDK's documented low-level call, ``client.post("/v1/messages", body=...,
 cast_to=httpx2.Response)``: the official client's auth, headers, base URL, connection pool and

@@ -18,6 +18,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC
 from typing import Any, Protocol, TypeVar
 
+import anyio
+import anyio.to_thread
 import attrs
 import httpx2
 
@@ -216,6 +218,7 @@ async def open_sdk_client(
     Retries off (the gateway owns them), the model's ``endpoint`` as base URL, ``timeout_s``
     as the SDK's timeout (a backstop: the gateway's deadline usually comes first), the extra
     headers on every call, and a connection pool of ``max_concurrency`` (:func:`pool_limits`).
+    The client is built in a worker thread, so opening a model does not block the event loop.
 
     Args:
         sdk_client: The SDK's client class (``anthropic.AsyncAnthropic``, ``openai.AsyncOpenAI``).
@@ -226,16 +229,23 @@ async def open_sdk_client(
         extra_headers: The checked extra headers (:func:`headers_option`).
         **options: Further arguments of the SDK's client (``organization=``...).
     """
-    client = sdk_client(
-        api_key=api_key,
-        base_url=config.endpoint,
-        timeout=config.timeout_s,
-        max_retries=0,
-        default_headers=extra_headers,
-        http_client=http_client
-        or default_http_client(limits=pool_limits(config), timeout=config.timeout_s),
-        **options,
-    )
+
+    def build() -> ClientT:
+        return sdk_client(
+            api_key=api_key,
+            base_url=config.endpoint,
+            timeout=config.timeout_s,
+            max_retries=0,
+            default_headers=extra_headers,
+            http_client=http_client
+            or default_http_client(limits=pool_limits(config), timeout=config.timeout_s),
+            **options,
+        )
+
+    # Building an HTTP client loads the system's TLS certificates (~0.1 s of blocking file
+    # reads and parsing): done on the event loop, it would stall every other task that long
+    # per model. A worker thread keeps the loop free; construction touches no loop state.
+    client = await anyio.to_thread.run_sync(build)
     try:
         yield client
     finally:

@@ -41,9 +41,10 @@ def mock_script_from_options(model_id: str, config: ModelConfig) -> MockScript:
 
 def sdk_extra(provider: ModelProvider) -> str | None:
     """The extra (and SDK) a provider needs: ``"anthropic"``, ``"openai"``, or ``None``."""
-    if provider.value.startswith("claude-"):
+    kind = provider.kind
+    if kind is ModelProvider.ANTHROPIC:
         return "anthropic"
-    if provider.value.startswith("gpt-") or provider is ModelProvider.LOCAL_LLAMA:
+    if kind in (ModelProvider.OPENAI, ModelProvider.OPENAI_COMPATIBLE):
         return "openai"
     return None
 
@@ -57,7 +58,8 @@ def _missing_extra(
         return error
     return ConfigError(
         f"models.{model_id}: provider {config.provider.value!r} needs the {extra} SDK, and "
-        f"{missing!r} is not installed; install it with: pip install 'trio-llm-gateway[{extra}]'"
+        f"{missing!r} is not installed; install it from the project's checkout with: "
+        f"pip install -e '.[{extra}]' (or: pip install {extra})"
     )
 
 
@@ -78,7 +80,7 @@ async def open_provider(
 
     Raises:
         ConfigError: The provider cannot be used (a missing extra, a missing key, a missing
-            ``endpoint`` for ``local-llama``, unknown ``provider_options``).
+            ``endpoint`` for ``openai-compatible``, unknown ``provider_options``).
     """
     extra = sdk_extra(config.provider)
     if extra is not None:

@@ -1,4 +1,4 @@
-"""The OpenAI adapter: ``gpt-*`` models, and ``local-llama`` on OpenAI-compatible servers.
+"""The OpenAI adapter: ``openai`` models, and ``openai-compatible`` servers.
 
 Both go through the official ``openai`` SDK's documented low-level call,
 ``client.post("/chat/completions", body=..., cast_to=httpx2.Response)``: the official client's
@@ -50,7 +50,7 @@ __all__ = ["OpenAIProvider", "open_openai"]
 
 API_KEY_ENV = "OPENAI_API_KEY"
 LOCAL_API_KEY = "no-key"
-"""What a ``local-llama`` model sends as its key when its config has none (servers ignore it)."""
+"""What an ``openai-compatible`` model sends as its key when its config has none."""
 
 OPENAI_OPTIONS = ("organization", "project", "extra_headers")
 LOCAL_OPTIONS = ("extra_headers",)
@@ -298,8 +298,9 @@ async def open_openai(
 ) -> AsyncGenerator[OpenAIProvider]:
     """Create the model's SDK client, yield its adapter, close the client on exit.
 
-    ``gpt-*`` models need a key (config or ``OPENAI_API_KEY``). ``local-llama`` models need an
-    ``endpoint`` and no key; they never read ``OPENAI_API_KEY``, so an OpenAI key is never sent
+    ``openai`` models (and ``gpt-*``) need a key (config or ``OPENAI_API_KEY``).
+    ``openai-compatible`` models (and ``local-llama``) need an ``endpoint`` and no key; they
+    never read ``OPENAI_API_KEY``, so an OpenAI key is never sent
     to a local server.
 
     Args:
@@ -312,12 +313,13 @@ async def open_openai(
         ConfigError: No key, a key that cannot be sent, no endpoint for a local model, or bad
             ``provider_options``.
     """
-    local = config.provider is ModelProvider.LOCAL_LLAMA
+    local = config.provider.kind is ModelProvider.OPENAI_COMPATIBLE
     if local:
-        options = provider_options(model_id, config, "local-llama", LOCAL_OPTIONS)
+        name = config.provider.value
+        options = provider_options(model_id, config, name, LOCAL_OPTIONS)
         if not config.endpoint:
             raise ConfigError(
-                f"models.{model_id}.endpoint is required for provider 'local-llama': set it to "
+                f"models.{model_id}.endpoint is required for provider {name!r}: set it to "
                 "the server's OpenAI-compatible base URL, e.g. 'http://localhost:11434/v1'"
             )
         api_key = (
