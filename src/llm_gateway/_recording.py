@@ -50,7 +50,7 @@ def _virtual_clock() -> str | None:
         # MockClock, or any clock but trio's default one.
         if type(clock).__name__ == "SystemClock" and type(clock).__module__.startswith("trio."):
             return None
-        return f"{type(clock).__module__}.{type(clock).__qualname__}"
+        return f"trio clock {type(clock).__qualname__}"
     looptime = sys.modules.get("looptime")
     if looptime is not None and isinstance(loop, looptime.LoopTimeEventLoop) and loop.looptime_on:
         return "looptime's event loop"
