@@ -1,4 +1,4 @@
-"""The package surface: lazy imports, re-exports, and the demo the README runs."""
+"""The package surface: lazy imports and re-exports (the demo: tests/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import traceback
 import pytest
 
 import llm_gateway
-from llm_gateway import demo
 
 
 def test_import_loads_no_provider_sdk_or_test_tooling() -> None:
@@ -28,16 +27,6 @@ def test_every_public_name_is_exported() -> None:
     for name in llm_gateway.__all__:
         assert getattr(llm_gateway, name) is not None
     assert not [n for n in llm_gateway.__all__ if n.startswith("_")]
-
-
-@pytest.mark.anyio
-async def test_demo_runs_to_its_stats_table(capsys: pytest.CaptureFixture[str]) -> None:
-    await demo.main(demo.parse_args(["--no-logs", "--requests", "2"]))
-    out = capsys.readouterr().out
-    assert "[assistant] all 2 requests done" in out
-    assert "[indexer] batch of 6 finished (0 failed)" in out
-    total = next(line for line in out.splitlines() if line.startswith("TOTAL"))
-    assert total.split()[1:4] == ["16", "0", "0"]  # 2 + 4 + 4 + 6 done, none failed
 
 
 @pytest.mark.parametrize("package", ["llm_gateway", "llm_gateway.providers", "llm_gateway.testing"])
