@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.live import Live
 
-INSTALL_HINT = "pip install -e '.[demo]' (from the llm_gateway checkout)"
+INSTALL_HINT = "pip install -e '.[demo]' in the checkout"
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, what a shell reports for a Ctrl+C'd program
 
 # Provider model names the demo uses with --model unless --model-name says otherwise.
@@ -496,9 +496,9 @@ class PlainScreen:
         for model, m in stats.models.items():
             queued = "/".join(str(tally.waiting(model, p)) for p in PRIORITIES)
             self._print(
-                f"t={stats.uptime_s:5.1f}s {model:<8} queued H/N/L {queued:<9} "
+                f"t={stats.uptime_s:5.1f}s  {model:<6} queued H/N/L {queued:<9} "
                 f"in flight {m.in_flight:>2}  done {m.completed:>4}  "
-                f"latency p50 {_ms(m.latency_ms.p50):>4} ms"
+                f"p50 {_ms(m.latency_ms.p50):>4} ms"
             )
 
     def close(self) -> None:
@@ -533,7 +533,11 @@ class RichScreen:
     def note(self, text: str) -> None:
         self._notes.append(text)
 
-    def _render(self, stats: GatewayStats, tally: Tally, title: str) -> RenderableType:
+    def _render(
+        self, stats: GatewayStats, tally: Tally, title: str, compact: bool = False
+    ) -> RenderableType:
+        """The tables under ``title``; ``compact`` (a short terminal) drops the spacing and the
+        legend, so that every table stays on screen (the summary keeps the legend)."""
         from rich import box
         from rich.console import Group
         from rich.table import Table
@@ -541,7 +545,8 @@ class RichScreen:
 
         parts: list[RenderableType] = [Text(title, style="bold")]
         for caption, columns, rows in tables(stats, tally):
-            parts.append(Text(""))
+            if not compact:
+                parts.append(Text(""))
             table = Table(
                 title=caption,
                 title_justify="left",
@@ -558,7 +563,8 @@ class RichScreen:
             for row in rows:
                 table.add_row(*row, style="bold" if row[0] == "TOTAL" else None)
             parts.append(table)
-        parts.append(Text("\n".join(LEGEND), style="dim"))
+        if not compact:
+            parts.append(Text("\n".join(LEGEND), style="dim"))
         return Group(*parts)
 
     def update(self, stats: GatewayStats, tally: Tally) -> None:
@@ -568,8 +574,11 @@ class RichScreen:
         if self._live is None:
             return
         title = f"llm_gateway demo · t = {stats.uptime_s:.1f} s · Ctrl+C stops it"
-        notes = Text("\n".join(["", *self._notes]))
-        self._live.update(Group(self._render(stats, tally, title), notes), refresh=True)
+        # The full frame is 33 lines; the compact one 23, for a 24-line terminal.
+        compact = self._console.height < 34
+        notes = Text(self._notes[-1] if compact and self._notes else "\n".join(["", *self._notes]))
+        frame = Group(self._render(stats, tally, title, compact), notes)
+        self._live.update(frame, refresh=True)
 
     def close(self) -> None:
         if self._live is not None:
@@ -730,8 +739,7 @@ def make_screen(args: argparse.Namespace, out: IO[str], console: Console | None)
             return PlainScreen(out)
         console = rich_console(out)
         if console is None:
-            print(f"(plain output: rich is not installed; for the live dashboard: {INSTALL_HINT})",
-                  file=out)  # fmt: skip
+            print(f"No rich, plain output; dashboard: {INSTALL_HINT}", file=out)
             return PlainScreen(out)
     return RichScreen(console)
 
