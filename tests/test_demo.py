@@ -105,6 +105,31 @@ def test_live_dashboard_renders_and_fits_80_columns(backend: str) -> None:
     assert "t=" not in plain  # the dashboard replaces the plain lines
 
 
+@pytest.mark.parametrize("height", [24, 50])
+def test_every_live_frame_fits_the_terminal_height(
+    height: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    heights: list[int] = []
+    frames: list[str] = []
+    update = demo.RichScreen.update
+
+    def measuring(self: demo.RichScreen, stats: GatewayStats, tally: demo.Tally) -> None:
+        update(self, stats, tally)
+        assert self._live is not None
+        lines = self._console.render_lines(self._live.renderable, pad=False)
+        heights.append(len(lines))
+        frames.append("\n".join("".join(seg.text for seg in line) for line in lines))
+
+    monkeypatch.setattr(demo.RichScreen, "update", measuring)
+    console = Console(file=io.StringIO(), force_terminal=True, width=80, height=height)
+    assert run_demo("trio", console=console)[0] == 0
+    assert heights and max(heights) <= height
+    assert ("mean batch: requests per dispatched batch" in frames[-1]) == (height >= 34)
+    assert PRIORITY_TABLE in frames[-1]  # the last table is on screen in both
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_interrupt_mid_run_resolves_everything_and_prints_the_summary(
     backend: str, monkeypatch: pytest.MonkeyPatch

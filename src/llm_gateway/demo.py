@@ -574,7 +574,7 @@ class RichScreen:
         if self._live is None:
             return
         title = f"llm_gateway demo · t = {stats.uptime_s:.1f} s · Ctrl+C stops it"
-        # The full frame is 33 lines; the compact one 23, for a 24-line terminal.
+        # The full frame takes up to 32 lines, the compact one 23 (a 24-line terminal).
         compact = self._console.height < 34
         notes = Text(self._notes[-1] if compact and self._notes else "\n".join(["", *self._notes]))
         frame = Group(self._render(stats, tally, title, compact), notes)
