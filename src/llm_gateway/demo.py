@@ -24,7 +24,7 @@ import math
 import random
 import sys
 from collections import deque
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
@@ -221,7 +221,7 @@ def watching(tally: Tally, rng: random.Random) -> ProviderFactory:
 # -- the agents ------------------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.frozen
 class Plan:
     """When the agents stop: after their quota of requests, or at the deadline."""
 
@@ -249,7 +249,12 @@ def make_request(
 
 
 async def user(
-    gw: Gateway, tally: Tally, plan: Plan, models: Sequence[str], rng: random.Random, say: Any
+    gw: Gateway,
+    tally: Tally,
+    plan: Plan,
+    models: Sequence[str],
+    rng: random.Random,
+    say: Callable[[str], None],
 ) -> None:
     """The interactive HIGH agent: one ``request()`` at a time, reading each answer."""
     i = 0
@@ -296,6 +301,9 @@ async def submitter(
                     fut = await gw.submit(request)
                 except GatewayError:
                     tally.failed(request)
+                except BaseException:  # interrupted: the gateway aborts it if it took it
+                    tally.failed(request)
+                    raise
                 else:
                     tg.start_soon(tally.settle, fut)
             await anyio.sleep(rng.uniform(0.5, 1.5) * pause_s)
