@@ -178,5 +178,9 @@ def test_opening_three_sdk_models_does_not_stall_the_event_loop(backend: str) ->
     # Real time on purpose: a virtual clock cannot see a blocked loop. The SDK modules are
     # imported already (above): this measures opening models, not the one-time SDK import.
     assert llm_gateway.providers._anthropic and llm_gateway.providers._openai
-    stall = anyio.run(partial(longest_stall_opening_a_gateway), backend=backend)
+    # The best of three openings: a loaded machine may pause any one of them, while code
+    # that blocks the loop stalls every one.
+    stall = min(
+        anyio.run(partial(longest_stall_opening_a_gateway), backend=backend) for _ in range(3)
+    )
     assert stall < STALL_BOUND_S, f"the loop stalled {stall * 1000:.1f} ms"

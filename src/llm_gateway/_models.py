@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from ._validators import REQUEST as V
-from ._validators import to_tuple
+from ._validators import did_you_mean, to_tuple
 
 __all__ = [
     "LLMMessage",
@@ -189,6 +189,18 @@ def _tools(value: Iterable[LLMTool] | None) -> tuple[LLMTool, ...]:
     return result
 
 
+def _stop(value: Iterable[str] | None) -> tuple[str, ...]:
+    result: tuple[str, ...] = to_tuple(value)
+    return result
+
+
+MAX_STOP_SEQUENCES = 4
+"""The most ``stop`` sequences a request may give (OpenAI's limit; Anthropic allows more)."""
+
+TOOL_CHOICES = ("auto", "none", "required")
+"""The ``tool_choice`` values that name no tool."""
+
+
 def _to_model_id(value: str) -> str:
     # A ModelProvider is a str enum whose hash is its member name's, not its value's: turn it
     # into its plain value so it can be looked up among the configured model ids.
@@ -231,6 +243,19 @@ class LLMRequest:
         trace_id: A trace id to correlate logs (logged).
         timeout_s: The whole request's deadline in seconds, counted from submission (queue
             wait included); the model's ``timeout_s`` when ``None``.
+        stop: Up to 4 sequences that end generation (Anthropic ``stop_sequences``, OpenAI
+            ``stop``).
+        top_p: Nucleus sampling, in (0, 1]; the provider's default when ``None``. Anthropic's
+            current API version rejects sampling parameters: a request with ``top_p`` to an
+            Anthropic model fails with ``RequestValidationError``.
+        seed: For OpenAI's best-effort deterministic sampling; ``None`` for none. Anthropic
+            has no seed: a request with one to an Anthropic model fails with
+            ``RequestValidationError``.
+        tool_choice: ``"auto"`` (the model decides), ``"none"`` (no tool call),
+            ``"required"`` (some tool call), or the name of one of ``tools`` (that tool);
+            the provider's default when ``None``.
+        response_format: A JSON Schema (a JSON object) the answer must follow: structured
+            output. The answer's :attr:`LLMResponse.parsed` holds the parsed JSON.
     """
 
     model: str = attrs.field(
@@ -271,6 +296,51 @@ class LLMRequest:
             fix="give seconds, or None for the model's default",
         ),
     )
+    stop: tuple[str, ...] = attrs.field(
+        default=(), converter=_stop, validator=V.str_tuple(fix="give a list of strings")
+    )
+    top_p: float | None = attrs.field(
+        default=None,
+        validator=V.optional(
+            V.finite_number(min=0, max=1, allow_zero=False),
+            fix="None means the provider's default",
+        ),
+    )
+    seed: int | None = attrs.field(
+        default=None,
+        validator=V.optional(
+            V.check("an int", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+            fix="None means no seed",
+        ),
+    )
+    tool_choice: str | None = attrs.field(
+        default=None, validator=V.optional(V.text(non_empty=True))
+    )
+    response_format: Mapping[str, Any] | None = attrs.field(
+        default=None,
+        validator=V.optional(_JSON_OBJECT, fix="give a JSON Schema as a dict, or None"),
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.stop) > MAX_STOP_SEQUENCES:
+            raise V.fail(
+                self,
+                "stop",
+                f"has {len(self.stop)} sequences; give at most {MAX_STOP_SEQUENCES}",
+            )
+        if "" in self.stop:
+            raise V.fail(self, "stop", "holds an empty string; remove it")
+        choice = self.tool_choice
+        if choice is not None and choice not in TOOL_CHOICES:
+            names = [tool.name for tool in self.tools]
+            if choice not in names:
+                raise V.fail(
+                    self,
+                    "tool_choice",
+                    f"is {choice!r}{did_you_mean(choice, [*TOOL_CHOICES, *names])}; use "
+                    f"'auto', 'none', 'required' or the name of one of tools "
+                    f"({', '.join(map(repr, names)) if names else 'there are none'})",
+                )
 
 
 _COUNT = V.non_negative_int
@@ -323,6 +393,9 @@ class LLMResponse:
         provider_request_id: The provider's own id for the call, when given.
         rate_limit_headers: The provider's rate-limit headers on this answer (lower-case
             names), which the gateway uses to pace the model.
+        parsed: When the request gave ``response_format``: the answer's content parsed as
+            JSON (an answer that is not JSON fails with ``ProviderResponseError``; the schema
+            itself is the provider's to enforce). ``None`` otherwise.
     """
 
     request_id: str = attrs.field(validator=_TEXT)
@@ -339,6 +412,7 @@ class LLMResponse:
     rate_limit_headers: Mapping[str, str] = attrs.field(
         factory=dict, repr=False, validator=V.str_mapping(values=_TEXT)
     )
+    parsed: Any = attrs.field(default=None, repr=False)
 
     @property
     def tokens_used(self) -> Usage:

@@ -17,6 +17,7 @@ import anthropic
 import httpx2
 
 from .._config import ModelConfig
+from .._exceptions import RequestValidationError
 from .._models import LLMMessage, LLMRequest, LLMResponse, ToolCall, Usage
 from ._http import (
     PARSE_ERRORS,
@@ -31,6 +32,7 @@ from ._http import (
     mapping_field,
     open_sdk_client,
     optional_str_field,
+    parsed_content,
     positive_int_option,
     provider_options,
     read_json,
@@ -144,7 +146,13 @@ class AnthropicProvider:
 
         Keys are in the order ``messages.create`` sends them, so the bytes are the same.
         ``request.temperature`` is not sent: the API version anthropic 2.x speaks
-        (2026-10-21) rejects every sampling parameter.
+        (2026-10-21) rejects every sampling parameter. ``stop`` becomes ``stop_sequences``,
+        ``tool_choice`` Anthropic's ``{"type": "auto" | "none" | "any" | "tool", "name"}``,
+        ``response_format`` the structured-output ``output_config.format``.
+
+        Raises:
+            RequestValidationError: The request sets what Anthropic cannot honour (``top_p``,
+                ``seed``); the gateway fails the request with it, without retrying.
         """
         messages, system = messages_and_system(request.messages)
         body: dict[str, Any] = {
@@ -154,6 +162,15 @@ class AnthropicProvider:
         }
         if system is not None:
             body["system"] = system
+        _refuse_unsupported(request)
+        if request.stop:
+            body["stop_sequences"] = list(request.stop)
+        if request.response_format is not None:
+            body["output_config"] = {
+                "format": {"type": "json_schema", "schema": request.response_format}
+            }
+        if request.tool_choice is not None:
+            body["tool_choice"] = _tool_choice(request.tool_choice)
         if request.tools:
             body["tools"] = [
                 {
@@ -217,9 +234,11 @@ class AnthropicProvider:
                 tool_calls.append(_tool_call(block, where))
         stop_reason = optional_str_field(data, "stop_reason")
         usage = _usage(mapping_field(data, "usage"))
+        content = "".join(texts)
         return LLMResponse(
             request_id=request.request_id,
-            content="".join(texts),
+            content=content,
+            parsed=parsed_content(request, content),
             model=self.model_id,
             tool_calls=tool_calls,
             usage=usage,
@@ -229,6 +248,24 @@ class AnthropicProvider:
             provider_request_id=response.headers.get(ERRORS.request_id_header),
             rate_limit_headers=kept_headers(response.headers),
         )
+
+
+def _refuse_unsupported(request: LLMRequest) -> None:
+    for field, value in (("top_p", request.top_p), ("seed", request.seed)):
+        if value is not None:
+            raise RequestValidationError(
+                f"LLMRequest.{field} is {value!r}, which Anthropic models cannot honour "
+                f"(the Messages API has no {field} in this API version); leave it None for "
+                "this model"
+            )
+
+
+def _tool_choice(choice: str) -> dict[str, str]:
+    if choice in ("auto", "none"):
+        return {"type": choice}
+    if choice == "required":
+        return {"type": "any"}
+    return {"type": "tool", "name": choice}
 
 
 def _tool_call(block: Mapping[str, Any], where: str) -> ToolCall:

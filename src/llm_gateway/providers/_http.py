@@ -33,6 +33,7 @@ from .._exceptions import (
     ProviderTimeoutError,
     status_error_type,
 )
+from .._models import LLMRequest
 from .._validators import check_api_key
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "open_sdk_client",
     "optional_str_field",
     "parse_retry_after",
+    "parsed_content",
     "pool_limits",
     "positive_int_option",
     "provider_options",
@@ -298,6 +300,22 @@ def strict_json(text: str) -> object:
         RecursionError: Nested too deeply to decode.
     """
     return json.loads(text, parse_constant=_refuse_constant)
+
+
+def parsed_content(request: LLMRequest, content: str) -> Any:
+    """The answer parsed as JSON when ``request.response_format`` asked for it, else ``None``.
+
+    Raises:
+        BodyError: The answer is not JSON (the message gives the position, never the text).
+    """
+    if request.response_format is None:
+        return None
+    try:
+        return strict_json(content)
+    except (ValueError, RecursionError) as exc:
+        raise BodyError(
+            f"the answer is not the JSON that response_format asked for: {exc}"
+        ) from None
 
 
 def read_json(response: httpx2.Response) -> object:

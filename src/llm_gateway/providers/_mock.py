@@ -141,6 +141,11 @@ class RequestContent:
     tools: tuple[LLMTool, ...] = ()
     temperature: float = 0.0
     max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    top_p: float | None = None
+    seed: int | None = None
+    tool_choice: str | None = None
+    response_format: Mapping[str, Any] | None = None
 
     @classmethod
     def of(cls, request: LLMRequest) -> RequestContent:
@@ -151,6 +156,11 @@ class RequestContent:
             tools=request.tools,
             temperature=request.temperature,
             max_tokens=request.max_tokens,
+            stop=request.stop,
+            top_p=request.top_p,
+            seed=request.seed,
+            tool_choice=request.tool_choice,
+            response_format=request.response_format,
         )
 
     def digest(self) -> str:
@@ -175,6 +185,17 @@ class RequestContent:
             "temperature": float(self.temperature),
             "max_tokens": self.max_tokens,
         }
+        # The request parameters are hashed only when set, so digests (and cassettes) of
+        # requests without them stay what they were.
+        for name, value in (
+            ("stop", list(self.stop)),
+            ("top_p", self.top_p),
+            ("seed", self.seed),
+            ("tool_choice", self.tool_choice),
+            ("response_format", _plain(self.response_format)),
+        ):
+            if value not in (None, []):
+                canonical[name] = value
         blob = json.dumps(canonical, sort_keys=True, ensure_ascii=False, default=str)
         # surrogatepass: a lone surrogate in a message must still hash, not crash the mock.
         return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()

@@ -36,6 +36,7 @@ from ._http import (
     mapping_field,
     open_sdk_client,
     optional_str_field,
+    parsed_content,
     provider_options,
     read_json,
     require_api_key,
@@ -135,6 +136,27 @@ class OpenAIProvider:
         if request.max_tokens is not None:
             body[self.max_tokens_field] = request.max_tokens
         body["temperature"] = request.temperature
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.response_format is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "response",
+                    "schema": request.response_format,
+                    "strict": True,
+                },
+            }
+        if request.tool_choice is not None:
+            body["tool_choice"] = (
+                request.tool_choice
+                if request.tool_choice in ("auto", "none", "required")
+                else {"type": "function", "function": {"name": request.tool_choice}}
+            )
         if request.tools:
             body["tools"] = [
                 {
@@ -217,6 +239,7 @@ class OpenAIProvider:
         return LLMResponse(
             request_id=request.request_id,
             content=content,
+            parsed=parsed_content(request, content),
             model=self.model_id,
             tool_calls=tool_calls,
             usage=Usage(

@@ -1,0 +1,144 @@
+"""Request parameters (stop, top_p, seed, tool_choice, response_format) in both adapters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from llm_gateway import (
+    LLMMessage,
+    LLMRequest,
+    LLMTool,
+    ModelConfig,
+    ProviderResponseError,
+    RequestValidationError,
+)
+from llm_gateway.providers import open_provider
+from llm_gateway.providers._mock import request_digest
+
+from ._provider_support import ScriptedApi, json_response
+
+pytestmark = pytest.mark.anyio
+
+SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+TOOLS = [LLMTool("lookup")]
+
+
+def ask(**fields: Any) -> LLMRequest:
+    return LLMRequest(model="m", messages=[LLMMessage("user", "hi")], **fields)
+
+
+def anthropic_answer(text: str) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "usage": {}}
+
+
+def openai_answer(text: str) -> dict[str, Any]:
+    return {"choices": [{"message": {"content": text}, "finish_reason": "stop"}], "usage": {}}
+
+
+async def sent_body(provider: str, request: LLMRequest, answer: dict[str, Any]) -> Any:
+    scripted = ScriptedApi(lambda r: json_response(200, answer))
+    model = ModelConfig(provider=provider, model_name="x", api_key="k")
+    async with open_provider("m", model, http_client=scripted.client()) as opened:
+        response = await opened.complete(request)
+    return scripted.bodies[0], response
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"stop": ["a", "b", "c", "d", "e"]}, "LLMRequest.stop has 5 sequences"),
+        ({"stop": "end"}, "LLMRequest.stop must be"),
+        ({"top_p": 0}, "LLMRequest.top_p must be a finite number in (0, 1]"),
+        ({"top_p": 1.5}, "LLMRequest.top_p must be"),
+        ({"seed": 1.0}, "LLMRequest.seed must be an int"),
+        ({"seed": True}, "LLMRequest.seed must be an int"),
+        ({"tool_choice": "lookpu", "tools": TOOLS}, "(did you mean 'lookup'?)"),
+        ({"tool_choice": "any"}, "LLMRequest.tool_choice is 'any'"),
+        ({"response_format": "json"}, "LLMRequest.response_format must be a JSON object"),
+    ],
+)
+def test_bad_parameters_fail_at_construction(fields: dict[str, Any], error: str) -> None:
+    with pytest.raises(RequestValidationError) as caught:
+        ask(**fields)
+    assert error in str(caught.value)
+
+
+async def test_openai_gets_every_parameter() -> None:
+    request = ask(
+        stop=["END"], top_p=0.5, seed=7, tools=TOOLS, tool_choice="lookup", response_format=SCHEMA
+    )
+    body, response = await sent_body("openai", request, openai_answer('{"n": 3}'))
+    assert body["stop"] == ["END"]
+    assert body["top_p"] == 0.5
+    assert body["seed"] == 7
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "lookup"}}
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "response", "schema": SCHEMA, "strict": True},
+    }
+    assert response.parsed == {"n": 3}
+
+
+@pytest.mark.parametrize(
+    ("choice", "anthropic", "openai"),
+    [
+        ("auto", {"type": "auto"}, "auto"),
+        ("none", {"type": "none"}, "none"),
+        ("required", {"type": "any"}, "required"),
+        ("lookup", {"type": "tool", "name": "lookup"}, None),
+    ],
+)
+async def test_tool_choice_in_each_providers_shape(
+    choice: str, anthropic: dict[str, str], openai: str | None
+) -> None:
+    request = ask(tools=TOOLS, tool_choice=choice)
+    body, _ = await sent_body("anthropic", request, anthropic_answer("x"))
+    assert body["tool_choice"] == anthropic
+    if openai is not None:
+        body, _ = await sent_body("openai", request, openai_answer("x"))
+        assert body["tool_choice"] == openai
+
+
+async def test_anthropic_gets_stop_sequences_and_structured_output() -> None:
+    body, response = await sent_body(
+        "anthropic", ask(stop=["END"], response_format=SCHEMA), anthropic_answer('{"n": 1}')
+    )
+    assert body["stop_sequences"] == ["END"]
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": SCHEMA}}
+    assert response.parsed == {"n": 1}
+
+
+@pytest.mark.parametrize("fields", [{"top_p": 0.5}, {"seed": 1}])
+async def test_anthropic_refuses_what_it_cannot_honour(fields: dict[str, Any]) -> None:
+    field = next(iter(fields))
+    with pytest.raises(RequestValidationError, match=rf"LLMRequest\.{field} .*Anthropic"):
+        await sent_body("anthropic", ask(**fields), anthropic_answer("x"))
+
+
+@pytest.mark.parametrize(
+    ("provider", "answer"), [("anthropic", anthropic_answer), ("openai", openai_answer)]
+)
+async def test_an_answer_that_is_not_json_fails_when_json_was_asked(
+    provider: str, answer: Any
+) -> None:
+    with pytest.raises(ProviderResponseError, match="not the JSON that response_format"):
+        await sent_body(provider, ask(response_format=SCHEMA), answer("sure! {n: 1"))
+    _, plain = await sent_body(provider, ask(), answer("sure! {n: 1"))
+    assert plain.parsed is None
+
+
+def test_the_digest_sees_each_parameter_and_keeps_old_digests() -> None:
+    plain = request_digest(ask())
+    variants = [
+        ask(stop=["x"]),
+        ask(top_p=0.5),
+        ask(seed=1),
+        ask(tool_choice="none"),
+        ask(response_format=SCHEMA),
+    ]
+    digests = {request_digest(r) for r in variants}
+    assert len(digests) == len(variants)
+    assert plain not in digests
+    assert request_digest(ask(stop=[], seed=None)) == plain
