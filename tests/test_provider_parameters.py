@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,13 +11,22 @@ import pytest
 from llm_gateway import (
     LLMMessage,
     LLMRequest,
+    LLMResponse,
     LLMTool,
     ModelConfig,
     ProviderResponseError,
     RequestValidationError,
 )
 from llm_gateway.providers import open_provider
-from llm_gateway.providers._mock import request_digest
+from llm_gateway.providers._mock import (
+    CassetteMissError,
+    MockFixture,
+    MockFixtures,
+    MockProvider,
+    MockScript,
+    RequestContent,
+    request_digest,
+)
 
 from ._provider_support import ScriptedApi, json_response
 
@@ -142,3 +153,43 @@ def test_the_digest_sees_each_parameter_and_keeps_old_digests() -> None:
     assert len(digests) == len(variants)
     assert plain not in digests
     assert request_digest(ask(stop=[], seed=None)) == plain
+
+
+# -- the mock provider ---------------------------------------------------------------------
+
+
+def mock(script: MockScript | None = None) -> MockProvider:
+    return MockProvider("m", "mock", script or MockScript())
+
+
+async def test_the_mock_answers_structured_requests_with_json() -> None:
+    default = await mock().complete(ask(response_format=SCHEMA))
+    assert default.parsed == json.loads(default.content)
+    assert default.parsed["mock_answer"].startswith("Mock answer ")
+    assert (await mock().complete(ask())).parsed is None
+    script = MockScript()
+    script.answer_next('{"n": 5}', "not json")
+    provider = mock(script)
+    assert (await provider.complete(ask(response_format=SCHEMA))).parsed == {"n": 5}
+    with pytest.raises(ProviderResponseError, match="not the JSON that response_format"):
+        await provider.complete(ask(response_format=SCHEMA))
+
+
+async def test_a_recorded_request_with_parameters_round_trips_through_a_cassette(
+    tmp_path: Path,
+) -> None:
+    request = ask(
+        stop=["END"], top_p=0.5, seed=7, tools=TOOLS, tool_choice="lookup", response_format=SCHEMA
+    )
+    answer = LLMResponse(request_id="r", content='{"n": 2}', model="m")
+    fixture = MockFixture.from_response(answer, request=RequestContent.of(request))
+    fixtures = MockFixtures(fixtures=[fixture])
+    path = tmp_path / "cassette.json"
+    fixtures.dump(path)
+    loaded = MockFixtures.load(path)
+    provider = mock(MockScript(fixtures=loaded, on_missing="error"))
+    replayed = await provider.complete(request)
+    assert replayed.parsed == {"n": 2}
+    # The same request without its parameters is another request.
+    with pytest.raises(CassetteMissError):
+        await provider.complete(ask(tools=TOOLS))

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .._config import ModelConfig
 from .._models import LLMRequest, LLMResponse
 
-__all__ = ["Provider", "ProviderFactory"]
+__all__ = ["Provider", "ProviderFactory", "strict_json", "structured_answer"]
 
 
 @runtime_checkable
@@ -37,3 +38,36 @@ ProviderFactory = Callable[[str, ModelConfig], AbstractAsyncContextManager[Provi
 """Opens one model's provider: called with the model id and its configuration when the gateway
 opens; the gateway enters the returned context manager and exits it when it closes.
 ``llm_gateway.providers.open_provider`` is the default."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def strict_json(text: str) -> object:
+    """``json.loads``, refusing NaN and Infinity (Python's extensions, not JSON).
+
+    Raises:
+        ValueError: Not JSON (a ``json.JSONDecodeError`` gives the position, never the text).
+        RecursionError: Nested too deeply to decode.
+    """
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def structured_answer(request: LLMRequest, content: str) -> Any:
+    """``LLMResponse.parsed``: the answer as JSON when ``request.response_format`` asked for it.
+
+    ``None`` when the request gave no ``response_format``. Only JSON validity is checked; the
+    schema is the provider's to enforce.
+
+    Raises:
+        ValueError: The answer is not JSON (the message gives the position, never the text).
+    """
+    if request.response_format is None:
+        return None
+    try:
+        return strict_json(content)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(
+            f"the answer is not the JSON that response_format asked for: {exc}"
+        ) from None

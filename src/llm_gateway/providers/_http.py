@@ -35,6 +35,7 @@ from .._exceptions import (
 )
 from .._models import LLMRequest
 from .._validators import check_api_key
+from ._base import strict_json, structured_answer
 
 __all__ = [
     "MAX_TOKEN_COUNT",
@@ -288,34 +289,12 @@ def json_kind(value: object) -> str:
     return f"a {type(value).__name__}"  # not from JSON: kept general for the callers' checks
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def strict_json(text: str) -> object:
-    """``json.loads``, refusing NaN and Infinity (Python's extensions, not JSON).
-
-    Raises:
-        ValueError: Not JSON (a ``json.JSONDecodeError`` gives the position, never the text).
-        RecursionError: Nested too deeply to decode.
-    """
-    return json.loads(text, parse_constant=_refuse_constant)
-
-
 def parsed_content(request: LLMRequest, content: str) -> Any:
-    """The answer parsed as JSON when ``request.response_format`` asked for it, else ``None``.
-
-    Raises:
-        BodyError: The answer is not JSON (the message gives the position, never the text).
-    """
-    if request.response_format is None:
-        return None
+    """:func:`structured_answer`, raising :class:`BodyError` for an answer that is not JSON."""
     try:
-        return strict_json(content)
-    except (ValueError, RecursionError) as exc:
-        raise BodyError(
-            f"the answer is not the JSON that response_format asked for: {exc}"
-        ) from None
+        return structured_answer(request, content)
+    except ValueError as exc:
+        raise BodyError(str(exc)) from None
 
 
 def read_json(response: httpx2.Response) -> object:

@@ -25,9 +25,16 @@ import cattrs
 import cattrs.v
 from cattrs.errors import ClassValidationError
 
-from .._exceptions import ConfigError, GatewayError, ProviderError, status_error_type
+from .._exceptions import (
+    ConfigError,
+    GatewayError,
+    ProviderError,
+    ProviderResponseError,
+    status_error_type,
+)
 from .._models import ROLES, LLMMessage, LLMRequest, LLMResponse, LLMTool, ToolCall, Usage
 from .._tokens import heuristic_count
+from ._base import structured_answer
 
 __all__ = [
     "FORMAT_VERSION",
@@ -123,7 +130,7 @@ def _plain(value: Any) -> Any:
 
 @attrs.frozen(kw_only=True)
 class RequestContent:
-    """What determines a request's answer: its model, messages, tools, temperature, max_tokens.
+    """What determines a request's answer: its model, messages, tools, sampling and format.
 
     Not its id, priority, agent, trace or timeout: those change from run to run, or do not
     change what a model answers. Cassettes store it next to each answer.
@@ -134,6 +141,11 @@ class RequestContent:
         tools: The tools offered.
         temperature: Sampling temperature.
         max_tokens: The most tokens to generate, or ``None``.
+        stop: The stop sequences.
+        top_p: Nucleus sampling, or ``None``.
+        seed: The sampling seed, or ``None``.
+        tool_choice: Which tool the model must (or may not) call, or ``None``.
+        response_format: The JSON Schema of a structured answer, or ``None``.
     """
 
     model: str
@@ -204,7 +216,8 @@ class RequestContent:
 def request_digest(request: LLMRequest) -> str:
     """A hash of what determines a request's answer (not its id, priority or tracing).
 
-    It hashes the request's model, messages, tools, temperature and max_tokens (see
+    It hashes the request's model, messages, tools, temperature and max_tokens, and stop,
+    top_p, seed, tool_choice and response_format when they are set (see
     :class:`RequestContent`); a fixture's ``match.request_hash`` is compared with it.
     """
     return RequestContent.of(request).digest()
@@ -681,7 +694,11 @@ class MockProvider:
     An answer is chosen in this order: a queued answer (:meth:`MockScript.answer_next`), the
     first matching fixture, then the default, ``"Mock answer <digest> from <model_name>."``,
     where the digest hashes the request's model, messages, tools, temperature and max_tokens
-    (or a :class:`CassetteMissError` when ``on_missing`` is ``"error"``). A failure queued with
+    (and stop, top_p, seed, tool_choice and response_format when set), or a
+    :class:`CassetteMissError` when ``on_missing`` is ``"error"``. With ``response_format``
+    the default answer is the JSON ``{"mock_answer": "Mock answer ..."}``, and a fixture's
+    content must be JSON (``LLMResponse.parsed`` holds it; otherwise the request fails with
+    ``ProviderResponseError``, as from a real provider). A failure queued with
     :meth:`MockScript.fail_next` replaces whatever was chosen.
     """
 
@@ -730,12 +747,20 @@ class MockProvider:
             content, tool_calls = fixture.content, fixture.tool_calls
             usage, finish_reason = fixture.usage, fixture.finish_reason
             provider_request_id = fixture.provider_request_id or provider_request_id
+        if fixture is None and request.response_format is not None:
+            # Structured output asked for: the default answer is JSON too.
+            content = json.dumps({"mock_answer": content})
+        try:
+            parsed = structured_answer(request, content)
+        except ValueError as exc:
+            raise ProviderResponseError(f"the mock's answer is unusable: {exc}") from None
         if usage is None:
             prompt = sum(heuristic_count(m.content) + 4 for m in request.messages)
             usage = Usage(input_tokens=prompt, output_tokens=heuristic_count(content))
         return LLMResponse(
             request_id=request.request_id,
             content=content,
+            parsed=parsed,
             model=self.model_id,
             tool_calls=tool_calls,
             usage=usage,
