@@ -13,8 +13,11 @@ import pytest
 from llm_gateway import (
     ConfigError,
     CooldownPolicy,
+    Gateway,
     GatewayConfig,
     LimitGroup,
+    LLMMessage,
+    LLMRequest,
     ModelConfig,
     RateLimitPolicy,
     RetryPolicy,
@@ -428,8 +431,6 @@ def test_plain_dict_models_are_as_strict_as_a_file() -> None:
 
 @pytest.mark.anyio
 async def test_a_gateway_takes_plain_dict_models() -> None:
-    from llm_gateway import Gateway, LLMMessage, LLMRequest
-
     # Gateway's annotation says ModelConfig; plain dicts are what this test is about.
     models: Any = {"fast": {"provider": "mock", "model_name": "m"}}
     async with Gateway(models=models, log_dir=None) as gw:

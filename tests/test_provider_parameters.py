@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from llm_gateway import (
+    Gateway,
     LLMMessage,
     LLMRequest,
     LLMResponse,
@@ -193,3 +194,20 @@ async def test_a_recorded_request_with_parameters_round_trips_through_a_cassette
     # The same request without its parameters is another request.
     with pytest.raises(CassetteMissError):
         await provider.complete(ask(tools=TOOLS))
+
+
+async def test_a_gateway_fails_an_unhonourable_request_at_once_without_calling_anthropic() -> None:
+    scripted = ScriptedApi(lambda r: json_response(200, anthropic_answer("x")))
+    # No deadline: on trio's autojump clock the SDK's worker-thread work lets time jump.
+    model = ModelConfig(provider="anthropic", model_name="x", api_key="k", timeout_s=None)
+
+    def factory(model_id: str, config: ModelConfig) -> Any:
+        return open_provider(model_id, config, http_client=scripted.client())
+
+    async with Gateway(models={"m": model}, log_dir=None, provider_factory=factory) as gw:
+        with pytest.raises(RequestValidationError, match=r"LLMRequest\.seed is 1"):
+            await gw.request(ask(seed=1))
+        assert (await gw.request(ask())).content == "x"
+        stats = gw.get_stats().models["m"]
+    assert len(scripted.requests) == 1  # only the valid request was sent; no retries
+    assert stats.failed == 1

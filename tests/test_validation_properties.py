@@ -97,6 +97,11 @@ REQUEST_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "agent_id": st.none() | _texts,
     "trace_id": st.none() | st.uuids().map(lambda u: u.hex),
     "timeout_s": st.none() | st.floats(0.001, 1e6),
+    "stop": st.lists(_ids, max_size=4) | st.lists(_ids, max_size=4).map(tuple),
+    "top_p": st.none() | st.floats(0.001, 1) | st.just(1),
+    "seed": st.none() | st.integers(-(2**63), 2**63 - 1),
+    "tool_choice": st.none() | st.sampled_from(["auto", "none", "required"]),
+    "response_format": st.none() | gst.json_objects(),
 }
 USAGE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     name: st.integers(0, 10**9)
@@ -188,7 +193,22 @@ def test_any_request_fields_build_a_sendable_request_or_a_validation_error(
             "timeout_s": request.timeout_s,
             "messages": [message_payload(m) for m in request.messages],
             "tools": [attrs.asdict(t) for t in request.tools],
+            "stop": list(request.stop),
+            "top_p": request.top_p,
+            "seed": request.seed,
+            "tool_choice": request.tool_choice,
+            "response_format": request.response_format,
         }
+    )
+    assert len(request.stop) <= 4 and all(type(s) is str and s for s in request.stop)
+    assert request.top_p is None or 0 < request.top_p <= 1
+    assert request.seed is None or type(request.seed) is int
+    assert request.tool_choice in (
+        None,
+        "auto",
+        "none",
+        "required",
+        *(t.name for t in request.tools),
     )
 
 

@@ -194,6 +194,13 @@ def _stop(value: Iterable[str] | None) -> tuple[str, ...]:
     return result
 
 
+def _to_seed(value: int | None) -> int | None:
+    # An int subclass (an IntEnum) becomes the plain int it is; the rest is the validator's.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
 MAX_STOP_SEQUENCES = 4
 """The most ``stop`` sequences a request may give (OpenAI's limit; Anthropic allows more)."""
 
@@ -308,6 +315,7 @@ class LLMRequest:
     )
     seed: int | None = attrs.field(
         default=None,
+        converter=_to_seed,
         validator=V.optional(
             V.check("an int", lambda v: isinstance(v, int) and not isinstance(v, bool)),
             fix="None means no seed",
