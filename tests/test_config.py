@@ -502,3 +502,21 @@ def test_unknown_names_suggest_the_nearest(data: dict[str, Any], hint: str) -> N
 def test_the_constructor_says_a_none_provider_is_missing() -> None:
     with pytest.raises(ConfigError, match=r"ModelConfig\.provider .*it is missing \(None\)"):
         ModelConfig(provider=None, model_name="m")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        ({"fast": {}}, "models.fast.provider is missing"),
+        ({"fast": {"provder": "mock", "model_name": "m"}}, "(did you mean 'provider'?)"),
+        # A model may be called like a configuration key's near-miss.
+        ({"model": {"provider": "mock", "model_name": "m", "batch_size": 0}}, "models.model."),
+    ],
+)
+def test_a_models_mapping_is_read_as_models_even_when_a_model_is_wrong(
+    models: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(models)
+    assert message in str(caught.value)
+    assert "unknown keys 'fast'" not in str(caught.value)

@@ -595,18 +595,21 @@ _MODEL_KEYS = frozenset(a.name for a in attrs.fields(ModelConfig))
 def _is_models(source: Mapping[Any, Any]) -> bool:
     """Whether a dict is a mapping of model id -> model rather than the whole configuration.
 
-    It is when no key is one of :class:`GatewayConfig`'s and every value is a ModelConfig or
-    a dict with some ModelConfig field (so a typo such as ``modles = {...}`` is still read as
-    the whole configuration, and gets its "did you mean" hint).
+    It is when no key is one of :class:`GatewayConfig`'s and every value is a ModelConfig or a
+    dict, except that a dict with no ModelConfig field under a near-miss of a GatewayConfig
+    key (``modles = {...}``) makes it the whole configuration, so the typo gets its "did you
+    mean" hint.
     """
-    return (
-        bool(source)
-        and not any(key in _GATEWAY_KEYS for key in source)
-        and all(
-            isinstance(v, ModelConfig) or (isinstance(v, Mapping) and not _MODEL_KEYS.isdisjoint(v))
-            for v in source.values()
-        )
-    )
+    if not source or any(key in _GATEWAY_KEYS for key in source):
+        return False
+    for key, value in source.items():
+        if isinstance(value, ModelConfig):
+            continue
+        if not isinstance(value, Mapping):
+            return False
+        if value and _MODEL_KEYS.isdisjoint(value) and did_you_mean(key, _GATEWAY_KEYS):
+            return False
+    return True
 
 
 def _structure_model(value: Any, cls: type[Any]) -> Any:
