@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import looptime
 import pytest
+from hypothesis import settings
 from trio.testing import MockClock
+
+# CI (CI=true) replays the same examples every run, so a green main stays green; developers'
+# runs keep exploring new ones (and keep the failures they find in .hypothesis/).
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def virtual_time_backend(name: str) -> tuple[str, dict[str, Any]]:

@@ -358,7 +358,13 @@ def check(workload: Workload, outcome: Outcome) -> None:
         assert [model_of[c.model or ""] for c in calls] == [a.model_id for a in attempts]
         outcomes = [a.outcome for a in attempts]
         assert "pending" not in outcomes
-        assert outcomes.count("error") == len(failures)
+        if isinstance(error, GatewayClosedError | RequestCancelledError | RequestTimeoutError):
+            # An abort, cancel or deadline that lands in the same instant as the last
+            # attempt's error wins: the request is already resolved when that error comes
+            # back, and it is not recorded.
+            assert outcomes.count("error") - len(failures) in (0, 1)
+        else:
+            assert outcomes.count("error") == len(failures)
         if error is None:
             assert outcomes[-1] == "ok" and outcomes.count("ok") == 1
         else:
