@@ -17,6 +17,7 @@ import anyio
 import pytest
 
 from llm_gateway import (
+    ConfigError,
     Gateway,
     LLMMessage,
     LLMRequest,
@@ -203,18 +204,22 @@ async def test_a_miss_may_fall_through_and_fixtures_override_the_cassette(tmp_pa
     assert gw.misses == []
 
 
-async def test_the_cassette_is_written_when_the_block_fails(tmp_path: Path) -> None:
-    cassette = tmp_path / "partial.json"
+async def test_a_block_that_fails_leaves_the_previous_cassette_as_it_was(tmp_path: Path) -> None:
+    cassette = tmp_path / "good.json"
+    models = {"m": ModelConfig(provider="mock", model_name="x")}
+    async with Gateway(models=models, log_dir=None, record_to=cassette) as gw:
+        await gw.request(ask("m", "good", priority=HIGH))
+    good = cassette.read_bytes()
     with pytest.raises(RuntimeError, match="agent crashed"):
-        async with Gateway(
-            models={"m": ModelConfig(provider="mock", model_name="x")},
-            log_dir=None,
-            record_to=cassette,
-        ) as gw:
+        async with Gateway(models=models, log_dir=None, record_to=cassette) as gw:
             await gw.request(ask("m", "one", priority=HIGH))
             raise RuntimeError("agent crashed")
-    (entry,) = MockFixtures.load(cassette).fixtures
-    assert entry.request is not None and entry.request.messages[0].content == "one"
+    assert cassette.read_bytes() == good
+    with anyio.move_on_after(1):  # a cancelled recording is not kept either
+        async with Gateway(models=models, log_dir=None, record_to=cassette) as gw:
+            await gw.request(ask("m", "two", priority=HIGH))
+            await anyio.sleep_forever()
+    assert cassette.read_bytes() == good
 
 
 # -- determinism across backends -------------------------------------------------------------
@@ -271,3 +276,20 @@ def test_the_same_requests_get_the_same_answers_on_both_backends_and_every_run(
     assert trio_first == asyncio_first == trio_again
     assert trio_first[1][0] == "slowly" and trio_first[2][3] == "tool_calls"
     assert trio_first[3][0].endswith("Error") and "429" in trio_first[3][1]
+
+
+async def test_recording_a_real_provider_on_a_virtual_clock_is_refused(tmp_path: Path) -> None:
+    # The anyio_backend fixture runs this on trio's MockClock and on looptime.
+    models = {
+        "m": ModelConfig(
+            provider="gpt-4o-mini",
+            model_name="gpt-4o-mini",
+            api_key="sk-test-key-0123456789",
+            endpoint="http://127.0.0.1:9/v1",
+        )
+    }
+    cassette = tmp_path / "c.json"
+    with pytest.raises(ConfigError, match="recording needs real time"):
+        async with Gateway(models=models, log_dir=None, record_to=cassette):
+            pass
+    assert not cassette.exists()

@@ -23,11 +23,11 @@ from ._exceptions import (
 from ._future import ResponseFuture
 from ._lane import Lane
 from ._logs import JsonlLog
-from ._models import LLMRequest, LLMResponse
+from ._models import LLMRequest, LLMResponse, ModelProvider
 from ._observe import Observer, Observers
 from ._queue import Entry
 from ._ratelimit import Budget, RateLimiter
-from ._recording import CassetteRecorder
+from ._recording import CassetteRecorder, require_real_time
 from ._stats import GatewayStats, LimitGroupStats, StatsObserver
 from .providers._base import ProviderFactory
 from .providers._open import open_provider
@@ -72,8 +72,11 @@ class Gateway(anyio.AsyncContextManagerMixin):
         log_dir: Overrides the configuration's ``log_dir`` (``None`` turns logs off).
         models: Model id -> :class:`ModelConfig`, instead of ``config``.
         record_to: Opt-in recording: write every successful request -> response pair to this
-            cassette file (JSON) when the gateway closes, for ``MockLLMGateway(cassette=...)``
-            to replay. Keys and headers are never written. See ``docs/testing.md``.
+            cassette file (JSON) when the gateway closes normally (a block that raises or is
+            cancelled leaves the previous cassette as it was), for
+            ``MockLLMGateway(cassette=...)`` to replay. Keys and headers are never written.
+            Real providers record on real time only (a virtual clock is refused with a
+            :class:`ConfigError`). See ``docs/testing.md``.
         provider_factory: Opens each model's provider (see
             :data:`llm_gateway.providers.ProviderFactory`); the built-in adapters by default.
             Test doubles such as ``MockLLMGateway`` plug their providers in here.
@@ -139,9 +142,13 @@ class Gateway(anyio.AsyncContextManagerMixin):
                     )
                     for model_id, model in self.config.models.items()
                 }
+                recorder = None
                 if self._record_to is not None:
+                    if self._provider_factory is open_provider and any(
+                        m.provider is not ModelProvider.MOCK for m in self.config.models.values()
+                    ):
+                        require_real_time()  # real network calls cannot run on a virtual clock
                     recorder = CassetteRecorder(self._record_to)
-                    providers.callback(recorder.write)  # runs when the gateway closes
                     opened = {
                         m: recorder.wrap(m, self.config.models[m], p) for m, p in opened.items()
                     }
@@ -172,6 +179,8 @@ class Gateway(anyio.AsyncContextManagerMixin):
                         raise
                     else:
                         await self.shutdown()
+                        if recorder is not None:  # only a recording that ended well is kept
+                            recorder.write()
                     finally:
                         self._state = _State.CLOSED
                         self._closed_at = anyio.current_time()
