@@ -493,3 +493,9 @@ async def test_aclose_finishes_every_accepted_request_then_refuses_new_ones() ->
         assert all(f.done() and f.exception() is None for f in futures)
         with pytest.raises(GatewayClosedError):
             await gw.submit(ask())
+
+
+async def test_an_unknown_model_suggests_the_nearest_configured_one() -> None:
+    async with RecordingGateway({"fast": mock_model(), "smart": mock_model()}) as gw:
+        with pytest.raises(UnknownModelError, match=r"'fsat'.*did you mean 'fast'\?"):
+            await gw.request(ask(model="fsat"))

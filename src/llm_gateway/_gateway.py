@@ -29,6 +29,7 @@ from ._queue import Entry
 from ._ratelimit import Budget, RateLimiter
 from ._recording import CassetteRecorder, require_real_time
 from ._stats import GatewayStats, LimitGroupStats, StatsObserver
+from ._validators import did_you_mean
 from .providers._base import ProviderFactory
 from .providers._open import open_provider
 
@@ -90,7 +91,7 @@ class Gateway(anyio.AsyncContextManagerMixin):
         config: GatewayConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
         log_dir: str | os.PathLike[str] | _Unset | None = _UNSET,
         *,
-        models: Mapping[str, ModelConfig] | None = None,
+        models: Mapping[str, ModelConfig | Mapping[str, Any]] | None = None,
         record_to: str | os.PathLike[str] | None = None,
         provider_factory: ProviderFactory | None = None,
     ) -> None:
@@ -107,7 +108,9 @@ class Gateway(anyio.AsyncContextManagerMixin):
         self._lanes: dict[str, Lane] = {}
         self._quiet = anyio.Event()  # set when, shutting down, every lane has gone quiet
         self._stats = StatsObserver(loaded.models)
-        self._observers = Observers([])
+        # The observers start with the gateway; their failure counts exist from the start.
+        names = ["stats"] if loaded.log_dir is None else ["stats", JsonlLog.name]
+        self._observers = Observers([], names=names)
         self._opened_at = self._closed_at = math.nan
         self._group_limiters = {
             name: RateLimiter(
@@ -252,8 +255,8 @@ class Gateway(anyio.AsyncContextManagerMixin):
             model_id = self._unique_provider_ids.get(request.model)
             if model_id is None:
                 raise UnknownModelError(
-                    f"LLMRequest.model is {request.model!r}, which is not a configured model; "
-                    f"use one of {sorted(self._lanes)}"
+                    f"LLMRequest.model is {request.model!r}, which is not a configured model"
+                    f"{did_you_mean(request.model, self._lanes)}; use one of {sorted(self._lanes)}"
                 )
             lane = self._lanes[model_id]
         return lane

@@ -148,10 +148,10 @@ class Observers:
 
     __slots__ = ("_observers", "errors")
 
-    def __init__(self, observers: Sequence[Observer]) -> None:
+    def __init__(self, observers: Sequence[Observer], *, names: Sequence[str] = ()) -> None:
         self._observers: tuple[Observer, ...] = ()
-        self.errors: dict[str, int] = {}
-        """Failures per observer, by name."""
+        self.errors: dict[str, int] = dict.fromkeys(names, 0)
+        """Failures per observer, by name (``names`` are counted from the start)."""
         self.set(observers)
 
     def set(self, observers: Sequence[Observer]) -> None:
