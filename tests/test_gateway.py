@@ -499,3 +499,32 @@ async def test_an_unknown_model_suggests_the_nearest_configured_one() -> None:
     async with RecordingGateway({"fast": mock_model(), "smart": mock_model()}) as gw:
         with pytest.raises(UnknownModelError, match=r"'fsat'.*did you mean 'fast'\?"):
             await gw.request(ask(model="fsat"))
+
+
+async def test_saturated_model_gathers_slots_freed_one_at_a_time_into_batches() -> None:
+    # Answers trickle in 10 ms apart, so slots free one at a time; with a backlog, the lane holds
+    # them (at most one NORMAL max wait, 100 ms) until a whole batch of 5 can leave.
+    config = mock_model(batch_size=5, max_concurrency=10, batch_timeout_ms=100)
+    latency = {f"r{i}": 1.0 + (i % 10) * 0.01 for i in range(60)}
+    async with RecordingGateway({"m": config}, latency=lambda r: latency[r.request_id]) as gw:
+        futures = [gw.submit_nowait(ask(request_id=f"r{i}")) for i in range(60)]
+        for fut in futures:
+            await fut
+    sizes = [len(b.taken) for b in gw.batches]
+    assert sizes[:2] == [5, 5]  # the idle model takes as much as it can at once
+    assert all(size == 5 for size in sizes)
+    assert gw.get_stats().models["m"].mean_batch_size == 5.0
+    # Held at most 100 ms: no slot idles longer than the NORMAL max wait.
+    for batch in gw.batches[2:]:
+        assert batch.free <= 5
+
+
+async def test_a_high_request_at_the_head_takes_a_freed_slot_at_once() -> None:
+    config = mock_model(batch_size=5, max_concurrency=2, batch_timeout_ms=100)
+    async with RecordingGateway({"m": config}, latency=lambda r: 1.0) as gw:
+        for i in range(6):
+            gw.submit_nowait(ask(request_id=f"n{i}"))
+        await anyio.sleep(0.5)  # saturated, with a backlog of NORMAL work
+        high = await gw.submit(ask(request_id="high", priority=HIGH))
+        response = await high
+    assert response.queue_wait_ms == pytest.approx(500, abs=1)  # the first slot, at t=1

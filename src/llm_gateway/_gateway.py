@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final, Literal, Self, cast, overload
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from ._config import GatewayConfig, ModelConfig, load_config
@@ -17,6 +18,7 @@ from ._exceptions import (
     BatchError,
     ConfigError,
     GatewayClosedError,
+    QueueFullError,
     RequestValidationError,
     UnknownModelError,
 )
@@ -334,8 +336,13 @@ class Gateway(anyio.AsyncContextManagerMixin):
         lanes = [self._lane_for(request) for request in requests]
         futures: list[ResponseFuture] = []
         try:
+            # All at once where there is room, so the lanes see the whole batch together.
             for lane, request in zip(lanes, requests, strict=True):
-                futures.append(await lane.submit(request))
+                try:
+                    futures.append(lane.submit_nowait(request))
+                except QueueFullError:
+                    futures.append(await lane.submit(request))
+            await anyio.lowlevel.checkpoint()
             results: list[LLMResponse | BaseException] = []
             for fut in futures:
                 try:

@@ -134,6 +134,7 @@ class Lane:
         self._backoff: set[Entry] = set()
         self._breaker = Breaker(config.cooldown, config.retry)
         self._cooldown_scanned = -math.inf
+        self._gathering_since = math.inf  # when freed slots began waiting for a fuller batch
         self._eager = config.batch_fill == "eager"
         self._wakeup: anyio.Event | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -331,6 +332,7 @@ class Lane:
     async def _dispatch_forever(self) -> None:
         queue, config, budget = self._queue, self.config, self._budget
         batch_size, max_concurrency = config.batch_size, config.max_concurrency
+        gather_s = config.max_wait_s(RequestPriority.NORMAL)
         while True:
             now = anyio.current_time()
             queue.promote(now)
@@ -356,6 +358,10 @@ class Lane:
             ):
                 await self._sleep(min(queue.next_due(), queue.next_promotion()))
                 continue
+            if self._eager and self._gather(free, now):
+                await self._sleep(self._gathering_since + gather_s)
+                continue
+            self._gathering_since = math.inf
             n = min(batch_size, free)
             taken = self._take_within_budget(n, now) if budget.limited else queue.take(n)
             if not taken:  # the best waiting request does not fit the budget yet
@@ -363,6 +369,25 @@ class Lane:
                 continue
             self._dispatch(taken, now)
             await anyio.lowlevel.checkpoint()  # let the batch start; never hog the loop
+
+    def _gather(self, free: int, now: float) -> bool:
+        """Whether a backlogged model holds its free slots a moment, to fill a batch.
+
+        Work-conserving while the waiting requests fit the free capacity; once more wait than
+        fit (the model is saturated), slots freed one at a time gather until a whole batch
+        can leave, for at most a NORMAL request's maximum wait. A HIGH request at the head of
+        the queue never waits for that.
+        """
+        queue = self._queue
+        whole = min(self.config.batch_size, self.config.max_concurrency)
+        if self.closing or queue.live <= free or free >= whole:
+            return False
+        head = queue.peek()
+        if head is None or head.rank == 0:
+            return False
+        if self._gathering_since == math.inf:
+            self._gathering_since = now
+        return now < self._gathering_since + self.config.max_wait_s(RequestPriority.NORMAL)
 
     def _take_within_budget(self, n: int, now: float) -> list[Entry]:
         """Take up to ``n`` in priority order while each fits the budget (head of line)."""

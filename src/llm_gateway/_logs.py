@@ -27,6 +27,9 @@ __all__ = ["BATCHES", "ERRORS", "JsonlLog"]
 BATCHES = "batches.jsonl"
 ERRORS = "errors.jsonl"
 
+GATHER_S = 0.05
+"""How long the writer lets records gather before it hands them to a worker thread."""
+
 FLUSH_ON_EXIT_S = 5.0
 """How long a closing gateway waits for its last records to reach the disk."""
 
@@ -139,6 +142,8 @@ class JsonlLog:
         try:
             while True:
                 await self._arrived.wait()
+                # Let records gather: one hop to the worker thread for many of them.
+                await anyio.sleep(GATHER_S)
                 self._arrived = anyio.Event()
                 await self._flush()
         finally:
