@@ -31,6 +31,13 @@ def typing(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """The documentation site, built strict into a temporary directory."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", f"{session.create_tmp()}/site")
+
+
+@nox.session(python="3.11")
 def demo(session: nox.Session) -> None:
     """The demo on the built-in mock provider (pass arguments after --)."""
     session.install("-e", ".")

@@ -42,6 +42,11 @@ class LatencySummary:
     """Percentiles of a duration, in milliseconds, over the most recent requests.
 
     Each is ``nan`` when there is no sample yet.
+
+    Attributes:
+        p50: The median, in ms.
+        p95: The 95th percentile, in ms.
+        p99: The 99th percentile, in ms.
     """
 
     p50: float = math.nan

@@ -581,11 +581,9 @@ def _kept(history: list[_T] | None, name: str) -> list[_T]:
 class MockScript:
     """What every mock provider of one gateway shares: fixtures, latency, failures, history.
 
-    Args:
+    Attributes:
         keep_history: Keep :attr:`received` and :attr:`misses`. Off by default: a long-running
             gateway on the mock provider must not keep every request it served.
-
-    Attributes:
         fixtures: Scripted answers.
         latency_s: Default simulated latency of every call.
         on_missing: What a request no fixture matches gets: ``"default"``, the deterministic
