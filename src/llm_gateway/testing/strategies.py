@@ -64,6 +64,22 @@ def model_ids(models: ModelsSpec) -> list[str]:
 
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _DIGITS = "0123456789"
+# Text draws from a fixed, broad alphabet (ASCII, whitespace and control characters, accents,
+# Greek, Cyrillic, CJK, right-to-left, combining marks, emoji and other astral characters,
+# zero-width and BOM) rather than all of Unicode: Hypothesis builds its Unicode table on the
+# first unrestricted draw (about a second), which trips the too_slow health check on a new
+# project's first run.
+_TEXT = (
+    _LETTERS
+    + _DIGITS
+    + " \t\n\r\x00\x0b\x1b\x7f!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+    + "éüßñçøåÉÜ€£¥©°±µ¿¡"
+    + "αβγΩЖщЯ"
+    + "中文日本語한국어"
+    + "عربيעברית"
+    + "e\u0301\u0308\u200b\u200d\u2028\ufeff\ufffd"
+    + "😀🙂🚀👍🏽𝄞𐍈"
+)
 
 
 # Building a strategy is slow and drawing from a built one is not: the helpers below cache
@@ -84,13 +100,18 @@ def _ids(prefix: str) -> st.SearchStrategy[str]:
 
 
 def texts(*, min_size: int = 1, max_size: int = 200) -> st.SearchStrategy[str]:
-    """Message text: any Unicode (no lone surrogates), ``min_size`` to ``max_size`` characters."""
+    """Message text, ``min_size`` to ``max_size`` characters, from a broad fixed alphabet.
+
+    ASCII (control characters included), accents, Greek, Cyrillic, CJK, right-to-left
+    scripts, combining marks, zero-width characters, BOM and emoji: what real prompts hold,
+    without Hypothesis's slow first build of its whole-Unicode table.
+    """
     return _texts(min_size, max_size)
 
 
 @functools.cache
 def _texts(min_size: int, max_size: int) -> st.SearchStrategy[str]:
-    return st.text(min_size=min_size, max_size=max_size)
+    return st.text(alphabet=_TEXT, min_size=min_size, max_size=max_size)
 
 
 def tool_names() -> st.SearchStrategy[str]:
@@ -106,7 +127,7 @@ _json_scalars = (
     | st.booleans()
     | st.integers(-(2**53), 2**53)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20)
+    | st.text(alphabet=_TEXT, max_size=20)
 )
 
 
@@ -121,11 +142,11 @@ def _json_objects(max_leaves: int) -> st.SearchStrategy[dict[str, Any]]:
         _json_scalars,
         lambda children: (
             st.lists(children, max_size=3)
-            | st.dictionaries(st.text(max_size=10), children, max_size=3)
+            | st.dictionaries(st.text(alphabet=_TEXT, max_size=10), children, max_size=3)
         ),
         max_leaves=max_leaves,
     )
-    return st.dictionaries(st.text(max_size=10), values, max_size=4)
+    return st.dictionaries(st.text(alphabet=_TEXT, max_size=10), values, max_size=4)
 
 
 @st.composite
@@ -146,7 +167,10 @@ def _input_schemas(draw: st.DrawFn) -> dict[str, Any]:
 def tools(draw: st.DrawFn, *, min_size: int = 0, max_size: int = 3) -> list[LLMTool]:
     """Lists of tools with distinct names, descriptions and small JSON-Schema object inputs."""
     names = draw(st.lists(tool_names(), min_size=min_size, max_size=max_size, unique=True))
-    return [LLMTool(name, draw(st.text(max_size=60)), draw(_input_schemas())) for name in names]
+    return [
+        LLMTool(name, draw(st.text(alphabet=_TEXT, max_size=60)), draw(_input_schemas()))
+        for name in names
+    ]
 
 
 _tool_lists = tools  # for `requests`, whose parameter is called tools
