@@ -592,7 +592,7 @@ async def test_the_raw_call_sends_the_bytes_the_sdks_create_sends(
 async def test_a_gateway_batches_requests_and_matches_answers(protocol: Protocol) -> None:
     scripted = protocol.api()
     config = protocol.config(
-        batch_size=4, batch_timeout_ms=50, max_concurrency=8, timeout_s=None, **FULL_BATCHES
+        batch_size=4, batch_timeout_ms=50, max_concurrency=16, timeout_s=None, **FULL_BATCHES
     )
     async with ScriptedGateway({"model": config}, scripted) as gw:
         requests = [user(f"question {i}", model="model") for i in range(10)]

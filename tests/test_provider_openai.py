@@ -385,7 +385,7 @@ async def test_absent_optional_fields_are_tolerated() -> None:
 async def test_a_gateway_on_local_llama_batches_requests_and_matches_answers() -> None:
     scripted = OPENAI.api()
     config = local(
-        batch_size=3, batch_timeout_ms=50, max_concurrency=6, timeout_s=None, **FULL_BATCHES
+        batch_size=3, batch_timeout_ms=50, max_concurrency=16, timeout_s=None, **FULL_BATCHES
     )
     models = {"m": config}
     async with ScriptedGateway(models, scripted) as gw:
