@@ -344,7 +344,9 @@ class ModelConfig:
             - ``"eager"`` (default): work-conserving. A batch leaves at once while the model
               has free capacity and rate budget; requests gather into batches (up to
               ``batch_size``, in priority order) only while the model is saturated or
-              throttled. An idle model adds no wait.
+              throttled (under a backlog, freed slots wait for a whole batch for at most
+              ``batch_timeout_ms``, unless a HIGH request heads the queue). An idle model
+              adds no wait.
             - ``"wait"``: the fixed window. A batch leaves when ``batch_size`` requests wait
               or the oldest reaches its priority's maximum wait (``high_max_wait_s``,
               ``batch_timeout_ms``, ``low_max_wait_s``): the original behaviour.
