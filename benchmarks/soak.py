@@ -121,6 +121,11 @@ def models(base_url: str) -> dict[str, ModelConfig]:
         ),
         "cooldown": CooldownPolicy(failure_threshold=8, cooldown_s=0.05),
     }
+    return _claude_and_gpt(base_url, common)
+
+
+def _claude_and_gpt(base_url: str, common: dict[str, Any]) -> dict[str, ModelConfig]:
+    """The two soak models, each the other's fallback, on the fake server at ``base_url``."""
     return {
         "claude": ModelConfig(
             provider="claude-haiku",
@@ -324,24 +329,7 @@ def exit_models(base_url: str, rng: random.Random) -> dict[str, ModelConfig]:
         ),
         "cooldown": CooldownPolicy(failure_threshold=6, cooldown_s=0.05),
     }
-    return {
-        "claude": ModelConfig(
-            provider="claude-haiku",
-            model_name="claude-haiku-4-5",
-            endpoint=base_url,
-            api_key="soak-key",
-            fallbacks=("gpt",),
-            **common,
-        ),
-        "gpt": ModelConfig(
-            provider="gpt-4o-mini",
-            model_name="gpt-4o-mini",
-            endpoint=f"{base_url}/v1",
-            api_key="soak-key",
-            fallbacks=("claude",),
-            **common,
-        ),
-    }
+    return _claude_and_gpt(base_url, common)
 
 
 def exit_plan(prompts: list[str], fault_rate: float, rng: random.Random) -> FaultPlan:
