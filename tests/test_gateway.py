@@ -102,7 +102,7 @@ async def test_full_batch_leaves_without_waiting_for_the_timer() -> None:
 
 
 async def test_submit_returns_a_future_when_queued() -> None:
-    async with RecordingGateway({"m": mock_model()}, latency=lambda r: 1.0) as gw:
+    async with RecordingGateway({"m": mock_model(batch_fill="wait")}, latency=lambda r: 1.0) as gw:
         fut = await gw.submit(ask(priority=LOW))
         assert isinstance(fut, ResponseFuture)
         assert not fut.done()
@@ -528,3 +528,18 @@ async def test_a_high_request_at_the_head_takes_a_freed_slot_at_once() -> None:
         high = await gw.submit(ask(request_id="high", priority=HIGH))
         response = await high
     assert response.queue_wait_ms == pytest.approx(500, abs=1)  # the first slot, at t=1
+
+
+async def test_a_submit_cancelled_as_it_starts_takes_no_queue_slot() -> None:
+    config = mock_model(queue_capacity=2, max_concurrency=1)
+    async with RecordingGateway({"m": config}, latency=lambda r: 1.0) as gw:
+        for _ in range(5):
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await gw.submit(ask())
+            assert scope.cancelled_caught
+        assert gw.get_stats().total.queued == 0
+        # Both slots are still there.
+        futures = [gw.submit_nowait(ask()), gw.submit_nowait(ask())]
+        for fut in futures:
+            await fut

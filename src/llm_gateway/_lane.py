@@ -208,6 +208,9 @@ class Lane:
         estimate = self._estimate(request)
         now = anyio.current_time()
         deadline = self._deadline(request, now)
+        # Cancelled callers leave here, before a slot is taken: from the slot to the queue
+        # nothing may be interrupted, or the slot would be lost.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         try:
             self._slots.acquire_nowait()
         except anyio.WouldBlock:
@@ -222,9 +225,9 @@ class Lane:
                 self._slots.release()
                 self._check_open()
             now = anyio.current_time()
-        else:
-            await anyio.lowlevel.checkpoint()
-        return self._accept(request, estimate, now, deadline).future
+        future = self._accept(request, estimate, now, deadline).future
+        await anyio.lowlevel.cancel_shielded_checkpoint()
+        return future
 
     def submit_nowait(self, request: LLMRequest) -> ResponseFuture:
         """Queue ``request`` now, or raise :class:`QueueFullError`."""
