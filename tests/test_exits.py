@@ -51,7 +51,7 @@ class Scenario:
     latencies: list[float]
     failing: list[bool]  # the first attempt of this request fails (retryable)
     gaps: list[float]
-    via_request: list[bool]  # awaited by gw.request() in a task inside the block
+    via_request: list[bool]  # sent by gw.request() from an agent task (else by submit())
 
 
 @st.composite

@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 __all__ = ["Lane", "Router"]
 
 _PRIORITIES = tuple(RequestPriority)
-_PHASES = {QUEUED: "queued", RUNNING: "in_flight", BACKOFF: "backoff", DONE: "done"}
+_PHASES = {QUEUED: "queued", RUNNING: "in_flight", BACKOFF: "backoff"}
 
 
 class Router(Protocol):
