@@ -7,6 +7,7 @@ from ._config import ModelConfig as ModelConfig
 from ._config import RateLimitPolicy as RateLimitPolicy
 from ._config import RetryPolicy as RetryPolicy
 from ._config import load_config as load_config
+from ._cost import ModelPricing as ModelPricing
 from ._exceptions import AuthenticationError as AuthenticationError
 from ._exceptions import BatchError as BatchError
 from ._exceptions import ConfigError as ConfigError
@@ -62,6 +63,7 @@ __all__ = [
     "LLMTool",
     "LatencySummary",
     "ModelConfig",
+    "ModelPricing",
     "ModelProvider",
     "ModelStats",
     "ProviderConnectionError",

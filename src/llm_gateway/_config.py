@@ -24,6 +24,7 @@ import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
+from ._cost import ModelPricing
 from ._exceptions import ConfigError
 from ._models import ModelProvider, RequestPriority
 from ._validators import CONFIG as V
@@ -370,6 +371,8 @@ class ModelConfig:
             or this model is cooling down past the request's deadline.
         rate_limit: How the per-minute limits are applied (see :class:`RateLimitPolicy`).
         limit_group: The name of a shared budget in ``GatewayConfig.limit_groups``.
+        pricing: The model's prices (see :class:`ModelPricing`), for the cost ledger
+            (``LLMResponse.cost_usd``, ``ModelStats.cost_usd``); ``None``: no cost is counted.
     """
 
     provider: ModelProvider = attrs.field(converter=_to_provider, validator=_PROVIDER)
@@ -409,6 +412,9 @@ class ModelConfig:
     )
     limit_group: str | None = attrs.field(
         default=None, validator=V.optional(V.text(non_empty=True))
+    )
+    pricing: ModelPricing | None = attrs.field(
+        default=None, validator=V.optional(V.instance_of(ModelPricing))
     )
 
     def __attrs_post_init__(self) -> None:

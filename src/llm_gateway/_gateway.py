@@ -109,7 +109,7 @@ class Gateway(anyio.AsyncContextManagerMixin):
         self._provider_factory: ProviderFactory = provider_factory or open_provider
         self._lanes: dict[str, Lane] = {}
         self._quiet = anyio.Event()  # set when, shutting down, every lane has gone quiet
-        self._stats = StatsObserver(loaded.models)
+        self._stats = StatsObserver(loaded.models, {m: c.pricing for m, c in loaded.models.items()})
         # The observers start with the gateway; their failure counts exist from the start.
         names = ["stats"] if loaded.log_dir is None else ["stats", JsonlLog.name]
         self._observers = Observers([], names=names)

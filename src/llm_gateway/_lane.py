@@ -489,11 +489,13 @@ class Lane:
             self._budget.settle(
                 admission, response.usage.total_tokens, response.rate_limit_headers, now
             )
+        pricing = self.config.pricing
         self._finish(
             entry,
             response._timed(
                 latency_ms=_ms(now - entry.dispatched_at),
                 queue_wait_ms=_ms(entry.dispatched_at - entry.enqueued_at),
+                cost_usd=None if pricing is None else pricing.cost_usd(response.usage),
             ),
         )
 

@@ -404,6 +404,11 @@ class LLMResponse:
         parsed: When the request gave ``response_format``: the answer's content parsed as
             JSON (an answer that is not JSON fails with ``ProviderResponseError``; the schema
             itself is the provider's to enforce). ``None`` otherwise.
+        cost_usd: What the answer cost in US dollars, from the model's
+            ``ModelConfig.pricing`` and :attr:`usage` (batch discount applied); ``None`` when
+            the model has no prices configured.
+        batch_id: The provider batch's id when the batch lane answered the request (see
+            ``docs/batch-api.md``); ``None`` for a realtime answer.
     """
 
     request_id: str = attrs.field(validator=_TEXT)
@@ -421,14 +426,18 @@ class LLMResponse:
         factory=dict, repr=False, validator=V.str_mapping(values=_TEXT)
     )
     parsed: Any = attrs.field(default=None, repr=False)
+    cost_usd: float | None = attrs.field(default=None, validator=V.optional(V.finite_number(min=0)))
+    batch_id: str | None = attrs.field(default=None, validator=V.optional(_TEXT))
 
     @property
     def tokens_used(self) -> Usage:
         """The same as :attr:`usage` (the name in the second version of the specification)."""
         return self.usage
 
-    def _timed(self, latency_ms: float, queue_wait_ms: float) -> LLMResponse:
-        """A copy carrying the gateway's timings.
+    def _timed(
+        self, latency_ms: float, queue_wait_ms: float, cost_usd: float | None = None
+    ) -> LLMResponse:
+        """A copy carrying the gateway's timings (and its cost, when the model has prices).
 
         Every other field was validated when this response was built; re-running the
         validators (as ``attrs.evolve`` would) costs every request several microseconds.
@@ -438,6 +447,8 @@ class LLMResponse:
             object.__setattr__(timed, name, getattr(self, name))
         object.__setattr__(timed, "latency_ms", latency_ms)
         object.__setattr__(timed, "queue_wait_ms", queue_wait_ms)
+        if cost_usd is not None:
+            object.__setattr__(timed, "cost_usd", cost_usd)
         return timed
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import cattrs
@@ -22,6 +22,10 @@ from ._observe import (
     RateLimited,
     Throttled,
 )
+
+if TYPE_CHECKING:
+    from ._cost import ModelPricing
+    from ._models import LLMResponse
 
 __all__ = [
     "GatewayStats",
@@ -90,6 +94,10 @@ class ModelStats:
         latency_ms: Time from dispatch to the end of the request.
         input_tokens: Input tokens of completed requests.
         output_tokens: Output tokens of completed requests.
+        cost_usd: What the completed requests cost, in US dollars (the sum of their
+            ``LLMResponse.cost_usd``; a model without ``ModelConfig.pricing`` counts nothing).
+        batch_savings_usd: What the batch lane saved, in US dollars: the full price of the
+            requests it answered minus what they cost (``ModelPricing.batch_discount``).
     """
 
     queued: int
@@ -112,6 +120,8 @@ class ModelStats:
     latency_ms: LatencySummary
     input_tokens: int
     output_tokens: int
+    cost_usd: float = 0.0
+    batch_savings_usd: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -173,6 +183,8 @@ class _Counts:
     batched: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cost_usd: float = 0.0
+    batch_savings_usd: float = 0.0
     queue_wait_ms: deque[float] = attrs.field(factory=lambda: deque(maxlen=SAMPLE_WINDOW))
     latency_ms: deque[float] = attrs.field(factory=lambda: deque(maxlen=SAMPLE_WINDOW))
 
@@ -198,8 +210,12 @@ class StatsObserver:
 
     name = "stats"
 
-    def __init__(self, model_ids: Iterable[str]) -> None:
+    def __init__(
+        self, model_ids: Iterable[str], pricing: Mapping[str, ModelPricing | None] | None = None
+    ) -> None:
         self._counts = {model_id: _Counts() for model_id in model_ids}
+        # Each model's prices: what a batch answer would have cost at the realtime price.
+        self._pricing = dict(pricing or {})
 
     def observe(self, event: Event) -> None:
         counts = self._counts[event.model_id]
@@ -209,6 +225,7 @@ class StatsObserver:
                 counts.completed += 1
                 counts.input_tokens += event.response.usage.input_tokens
                 counts.output_tokens += event.response.usage.output_tokens
+                self._count_cost(counts, event.model_id, event.response)
             elif isinstance(event.error, RequestCancelledError):
                 counts.cancelled += 1
             else:
@@ -231,6 +248,15 @@ class StatsObserver:
             counts.rate_limited += 1
         elif isinstance(event, Throttled):
             counts.throttled_s += event.seconds
+
+    def _count_cost(self, counts: _Counts, model_id: str, response: LLMResponse) -> None:
+        cost = response.cost_usd
+        if cost is None:
+            return
+        counts.cost_usd += cost
+        pricing = self._pricing.get(model_id)
+        if response.batch_id is not None and pricing is not None:
+            counts.batch_savings_usd += max(0.0, pricing.list_cost_usd(response.usage) - cost)
 
     def model(self, model_id: str, live: LiveFigures) -> ModelStats:
         """One model's figures."""
@@ -274,4 +300,6 @@ def _summarise(counts: list[_Counts], live: LiveFigures) -> ModelStats:
         latency_ms=LatencySummary.of(s for c in counts for s in c.latency_ms),
         input_tokens=sum(c.input_tokens for c in counts),
         output_tokens=sum(c.output_tokens for c in counts),
+        cost_usd=sum(c.cost_usd for c in counts),
+        batch_savings_usd=sum(c.batch_savings_usd for c in counts),
     )
