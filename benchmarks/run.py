@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from . import _report
+from . import _report, startup
 from ._contenders import LITELLM_ENV
 from ._fake import serve_forever
 from ._worker import serve
@@ -327,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 4. Import time.
     results["imports"] = import_times(3 if quick else 5)
+    results["open_stalls"] = startup.open_stalls(2 if quick else 5)
     results["duration_s"] = time.perf_counter() - started
     log(f"all measured in {results['duration_s']:.0f} s; writing {args.out}")
 
