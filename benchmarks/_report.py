@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import statistics
 from collections import defaultdict
@@ -164,7 +165,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         "open_stalls": _open_stalls(results.get("open_stalls", {})),
         "unavailable": results.get("unavailable", {}),
     }
-    summary["targets"] = targets(summary)
+    summary["targets"] = targets(summary) + section_targets(results)
     return summary
 
 
@@ -314,6 +315,34 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _section(name: str) -> Any:
+    return importlib.import_module(f"benchmarks.{name}")
+
+
+def section_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Target rows of the ``bench_<topic>`` sections that define ``targets(results)``."""
+    rows: list[dict[str, Any]] = []
+    for name, section in results.get("sections", {}).items():
+        if "error" in section:
+            rows.append({"target": f"{name} ran", "measured": section["error"], "met": False})
+            continue
+        module = _section(name)
+        if hasattr(module, "targets"):
+            rows.extend(module.targets(section))
+    return rows
+
+
+def section_markdown(results: dict[str, Any]) -> list[str]:
+    """Each ``bench_<topic>`` section's own report, in name order."""
+    out: list[str] = []
+    for name, section in sorted(results.get("sections", {}).items()):
+        if "error" in section:
+            out.append(f"## {name}\n\nCould not run: `{section['error']}`\n")
+        else:
+            out.append(_section(name).report(section).rstrip() + "\n")
+    return out
 
 
 def target_lines(summary: dict[str, Any]) -> list[str]:
@@ -692,6 +721,8 @@ def markdown(summary: dict[str, Any], results: dict[str, Any], png: str) -> str:
                     + " |"
                 )
         add("")
+
+    out.extend(section_markdown(results))
 
     add("## What each number means\n")
     add("""- **Workload**: N chat requests, each one user message of 60 characters with

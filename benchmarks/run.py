@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import multiprocessing
 import os
+import pkgutil
 import platform
 import subprocess
 import sys
@@ -328,6 +330,16 @@ def main(argv: list[str] | None = None) -> int:
     # 4. Import time.
     results["imports"] = import_times(3 if quick else 5)
     results["open_stalls"] = startup.open_stalls(2 if quick else 5)
+
+    # 5. The capabilities' own sections: each `bench_<topic>.py` measures side by side alone.
+    results["sections"] = {}
+    for name in sections():
+        log(f"section {name}")
+        try:
+            results["sections"][name] = importlib.import_module(f"benchmarks.{name}").measure(quick)
+        except Exception as error:  # a section that cannot run is reported, not fatal
+            log(f"section {name} failed: {error!r}")
+            results["sections"][name] = {"error": repr(error)}
     results["duration_s"] = time.perf_counter() - started
     log(f"all measured in {results['duration_s']:.0f} s; writing {args.out}")
 
@@ -335,6 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     write_report(results, args.out)
     return 0
+
+
+def sections() -> list[str]:
+    """The ``bench_<topic>`` modules beside this one, in name order."""
+    here = str(Path(__file__).resolve().parent)
+    return sorted(m.name for m in pkgutil.iter_modules([here]) if m.name.startswith("bench_"))
 
 
 def write_report(results: dict[str, Any], out: Path) -> None:
