@@ -1,22 +1,39 @@
-"""Test doubles for the provider tests: a scripted HTTP API behind ``httpx2.MockTransport``, and
-one :class:`Protocol` object per SDK adapter, so that one contract suite runs against both."""
+"""Test doubles for the provider tests: a scripted HTTP API behind ``httpx2.MockTransport`` or on a
+loopback socket, and one :class:`Protocol` object per SDK adapter, so that one contract suite
+runs against both adapters, and on each HTTP client the adapters can use (:data:`WIRES`)."""
 
 from __future__ import annotations
 
+import http
 import json
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anthropic
 import anyio
+import anyio.abc
 import attrs
 import httpx2
 import openai
+from anyio.streams.buffered import BufferedByteReceiveStream
 
-from llm_gateway import Gateway, LLMMessage, LLMRequest, ModelConfig, ToolCall, Usage
+from llm_gateway import (
+    Gateway,
+    LLMMessage,
+    LLMRequest,
+    ModelConfig,
+    ModelProvider,
+    ToolCall,
+    Usage,
+)
 from llm_gateway.providers import Provider, open_provider
+
+WIRES = ("mock", "httpx", "aiohttp")
+"""How an adapter reaches a :class:`ScriptedApi`: ``"mock"``, an injected client on an
+``httpx2.MockTransport`` (virtual time); ``"httpx"`` or ``"aiohttp"``, the adapter's own HTTP
+client of that kind (``provider_options.http_client``) over a loopback socket (real time)."""
 
 Reply = httpx2.Response | Exception | Callable[[httpx2.Request], httpx2.Response]
 
@@ -52,21 +69,127 @@ class ScriptedApi:
     def client(self) -> httpx2.AsyncClient:
         return httpx2.AsyncClient(transport=httpx2.MockTransport(self))
 
+    # -- the same API on a loopback socket ---------------------------------------------------
+
+    base_url: str = ""
+    connections: int = 0
+    """Connections accepted by :meth:`serving`."""
+    disconnects: int = 0
+    """Connections that the client closed while the server held a request unanswered."""
+    closed: anyio.Event | None = None
+    """Set (by :meth:`serving`) when a client closes a connection whose request the server
+    holds unanswered."""
+
+    @asynccontextmanager
+    async def serving(self, wire: str) -> AsyncGenerator[None]:
+        """Serve this API on 127.0.0.1 while the block runs (nothing for the ``"mock"`` wire).
+
+        Replies play as over the MockTransport; a scripted exception plays as what the socket
+        would do: an ``httpx2.TimeoutException`` holds the request unanswered until the client
+        gives up and closes the connection (counted in :attr:`disconnects`, :attr:`closed`
+        set); any other exception closes the connection without answering.
+        """
+        if wire == "mock":
+            yield
+            return
+        self.closed = anyio.Event()
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        self.base_url = f"http://127.0.0.1:{port}"
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, self._serve_connection, tg)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def _serve_connection(self, stream: anyio.abc.SocketStream) -> None:
+        self.connections += 1
+        reader = BufferedByteReceiveStream(stream)
+        gone = (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError)
+        async with stream:
+            while True:
+                try:
+                    head = await reader.receive_until(b"\r\n\r\n", 64 * 1024)
+                except gone:
+                    return
+                request_line, *lines = head.decode("latin-1").split("\r\n")
+                method, target, _ = request_line.split(" ", 2)
+                headers = [(n.strip(), v.strip()) for n, _, v in (x.partition(":") for x in lines)]
+                length = int({n.lower(): v for n, v in headers}.get("content-length", "0"))
+                body = await reader.receive_exactly(length) if length else b""
+                request = httpx2.Request(
+                    method, self.base_url + target, headers=headers, content=body
+                )
+                try:
+                    response = await self(request)
+                except httpx2.TimeoutException:
+                    try:
+                        while True:
+                            await reader.receive()
+                    except gone:
+                        self.disconnects += 1
+                        assert self.closed is not None
+                        self.closed.set()
+                    return
+                except Exception:
+                    return  # drop the connection without an answer
+                await stream.send(_wire_bytes(response))
+
     @property
     def bodies(self) -> list[Any]:
         """The JSON body of every request, in order."""
         return [json.loads(r.content) for r in self.requests]
 
 
-class ScriptedGateway(Gateway):
-    """A real Gateway whose SDK adapters talk to ``api`` through a MockTransport."""
+def _wire_bytes(response: httpx2.Response) -> bytes:
+    """``response`` as HTTP/1.1 bytes, with a ``content-length`` body."""
+    body = response.content
+    try:
+        reason = http.HTTPStatus(response.status_code).phrase
+    except ValueError:  # e.g. Anthropic's 529
+        reason = "Unknown"
+    lines = [f"HTTP/1.1 {response.status_code} {reason}", f"content-length: {len(body)}"]
+    lines += [
+        f"{name}: {value}"
+        for name, value in response.headers.multi_items()
+        if name.lower() not in ("content-length", "transfer-encoding")
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
-    def __init__(self, models: Mapping[str, ModelConfig], api: ScriptedApi) -> None:
+
+def on_wire(config: ModelConfig, api: ScriptedApi, wire: str) -> ModelConfig:
+    """``config`` pointed at ``api`` served on loopback, with the ``wire``'s HTTP client."""
+    anthropic_api = config.provider.kind is ModelProvider.ANTHROPIC
+    return attrs.evolve(
+        config,
+        endpoint=api.base_url + ("" if anthropic_api else "/v1"),
+        provider_options={**config.provider_options, "http_client": wire},
+    )
+
+
+def open_scripted(
+    model_id: str, config: ModelConfig, api: ScriptedApi, wire: str = "mock"
+) -> AbstractAsyncContextManager[Provider]:
+    """The adapter for ``config``, talking to ``api`` over ``wire`` (inside ``api.serving``)."""
+    if wire == "mock":
+        return open_provider(model_id, config, http_client=api.client())
+    return open_provider(model_id, on_wire(config, api, wire))
+
+
+class ScriptedGateway(Gateway):
+    """A real Gateway whose SDK adapters talk to ``api`` over ``wire`` (a MockTransport by
+    default; a loopback wire needs ``api.serving(wire)`` around the gateway)."""
+
+    def __init__(
+        self, models: Mapping[str, ModelConfig], api: ScriptedApi, wire: str = "mock"
+    ) -> None:
         super().__init__(models=models, log_dir=None, provider_factory=self._open)
         self.api = api
+        self.wire = wire
 
     def _open(self, model_id: str, config: ModelConfig) -> AbstractAsyncContextManager[Provider]:
-        return open_provider(model_id, config, http_client=self.api.client())
+        return open_scripted(model_id, config, self.api, self.wire)
 
 
 # Batches leave at once while a model has capacity (batch_fill="eager"); the tests that count

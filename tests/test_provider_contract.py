@@ -38,6 +38,7 @@ from ._provider_support import (
     ScriptedApi,
     ScriptedGateway,
     json_response,
+    open_scripted,
     set_path,
     user,
 )
@@ -57,20 +58,33 @@ def protocol(request: pytest.FixtureRequest) -> Protocol:
     return result
 
 
-async def answer(protocol: Protocol, reply: Any, request: LLMRequest | None = None) -> LLMResponse:
+@pytest.fixture
+def wire() -> str:
+    """The adapters' HTTP client here: the MockTransport (``test_provider_wires.py`` runs
+    these tests again over loopback sockets, on each HTTP client)."""
+    return "mock"
+
+
+async def answer(
+    protocol: Protocol, reply: Any, request: LLMRequest | None = None, *, wire: str
+) -> LLMResponse:
     """The adapter's response to ``reply`` (a response, exception, or handler)."""
     scripted = protocol.api()
     scripted.reply(reply)
-    async with open_provider("m", protocol.config(), http_client=scripted.client()) as provider:
-        return await provider.complete(request or user("hi"))
+    async with scripted.serving(wire), open_scripted("m", protocol.config(), scripted, wire) as p:
+        response = await p.complete(request or user("hi"))
+    assert len(scripted.requests) == 1
+    return response
 
 
-async def fail_with(protocol: Protocol, reply: Any) -> ProviderError:
+async def fail_with(protocol: Protocol, reply: Any, *, wire: str) -> ProviderError:
     scripted = protocol.api()
     scripted.reply(reply)
-    async with open_provider("m", protocol.config(), http_client=scripted.client()) as provider:
+    async with scripted.serving(wire), open_scripted("m", protocol.config(), scripted, wire) as p:
         with pytest.raises(ProviderError) as caught:
-            await provider.complete(user("hi"))
+            await p.complete(user("hi"))
+    # One HTTP call per attempt: the SDK's own retries are off, on every wire.
+    assert len(scripted.requests) == 1
     return caught.value
 
 
@@ -78,14 +92,17 @@ async def fail_with(protocol: Protocol, reply: Any) -> ProviderError:
 
 
 async def test_headers_carry_the_key_and_extra_headers_with_sdk_retries_off(
-    protocol: Protocol,
+    protocol: Protocol, wire: str
 ) -> None:
     scripted = protocol.api()
     config = protocol.config(provider_options={"extra_headers": {"x-team": "agents"}})
-    async with open_provider("m", config, http_client=scripted.client()) as provider:
+    async with scripted.serving(wire), open_scripted("m", config, scripted, wire) as provider:
         await provider.complete(user("hi"))
     (sent,) = scripted.requests
-    assert sent.url == protocol.url
+    expected = httpx2.URL(protocol.url)
+    if wire != "mock":  # the same path on the loopback server
+        expected = expected.copy_with(scheme="http", host="127.0.0.1", port=sent.url.port)
+    assert sent.url == expected
     assert sent.headers["authorization"] == "Bearer test-key"
     assert sent.headers["x-team"] == "agents"
     assert sent.headers["x-stainless-retry-count"] == "0"
@@ -94,14 +111,17 @@ async def test_headers_carry_the_key_and_extra_headers_with_sdk_retries_off(
 # -- what comes back -----------------------------------------------------------------------
 
 
-async def test_text_tool_calls_finish_and_request_id_are_normalised(protocol: Protocol) -> None:
+async def test_text_tool_calls_finish_and_request_id_are_normalised(
+    protocol: Protocol, wire: str
+) -> None:
     calls = [ToolCall("call_1", "get_weather", {"city": "Paris"}), ToolCall("call_2", "now", {})]
     body = protocol.answer("Checking both.", calls, protocol.finish_reasons[0][0], None)
     reply = json_response(200, body, {protocol.request_id_header: "req_42"})
     request = user("weather?", model="the-id", tools=[WEATHER])
     scripted = protocol.api()
     scripted.reply(reply)
-    async with open_provider("the-id", protocol.config(), http_client=scripted.client()) as p:
+    config = protocol.config()
+    async with scripted.serving(wire), open_scripted("the-id", config, scripted, wire) as p:
         response = await p.complete(request)
     assert response.request_id == request.request_id
     assert response.model == "the-id"
@@ -111,9 +131,9 @@ async def test_text_tool_calls_finish_and_request_id_are_normalised(protocol: Pr
     assert response.provider_request_id == "req_42"
 
 
-async def test_usage_counts_are_read_from_their_fields(protocol: Protocol) -> None:
+async def test_usage_counts_are_read_from_their_fields(protocol: Protocol, wire: str) -> None:
     usage, expected = protocol.usage_example
-    response = await answer(protocol, json_response(200, protocol.with_usage(usage)))
+    response = await answer(protocol, json_response(200, protocol.with_usage(usage)), wire=wire)
     assert response.usage == expected
 
 
@@ -127,15 +147,17 @@ def finish_cases() -> list[Any]:
 
 @pytest.mark.parametrize(("protocol", "raw", "expected"), finish_cases())
 async def test_finish_reasons_are_normalised(
-    protocol: Protocol, raw: str | None, expected: str | None
+    protocol: Protocol, raw: str | None, expected: str | None, wire: str
 ) -> None:
-    response = await answer(protocol, json_response(200, protocol.with_finish(raw)))
+    response = await answer(protocol, json_response(200, protocol.with_finish(raw)), wire=wire)
     assert response.finish_reason == expected
 
 
-async def test_rate_limit_headers_of_a_success_are_kept_and_no_others(protocol: Protocol) -> None:
+async def test_rate_limit_headers_of_a_success_are_kept_and_no_others(
+    protocol: Protocol, wire: str
+) -> None:
     headers = {**protocol.rate_limit_headers, "set-cookie": "secret", "x-unrelated": "dropped"}
-    response = await answer(protocol, protocol.reply(headers=headers))
+    response = await answer(protocol, protocol.reply(headers=headers), wire=wire)
     assert response.rate_limit_headers == protocol.rate_limit_headers
 
 
@@ -143,7 +165,7 @@ async def test_rate_limit_headers_of_a_success_are_kept_and_no_others(protocol: 
 
 
 async def test_429_is_a_rate_limit_error_with_retry_after_and_rate_limit_headers(
-    protocol: Protocol,
+    protocol: Protocol, wire: str
 ) -> None:
     headers = {
         "retry-after": "7",
@@ -152,7 +174,7 @@ async def test_429_is_a_rate_limit_error_with_retry_after_and_rate_limit_headers
         "x-unrelated": "dropped",
     }
     body = protocol.error_body("rate_limit_error")
-    error = await fail_with(protocol, json_response(429, body, headers))
+    error = await fail_with(protocol, json_response(429, body, headers), wire=wire)
     assert type(error) is RateLimitError
     assert error.status_code == 429
     assert error.retry_after_s == 7.0
@@ -179,10 +201,10 @@ async def test_429_is_a_rate_limit_error_with_retry_after_and_rate_limit_headers
     ],
 )
 async def test_retry_after_ms_first_then_retry_after_as_seconds_or_date(
-    protocol: Protocol, headers: dict[str, str], seconds: float
+    protocol: Protocol, headers: dict[str, str], seconds: float, wire: str
 ) -> None:
     body = protocol.error_body("rate_limit_error")
-    error = await fail_with(protocol, json_response(429, body, headers))
+    error = await fail_with(protocol, json_response(429, body, headers), wire=wire)
     assert isinstance(error, RateLimitError)
     assert error.retry_after_s == seconds
 
@@ -200,11 +222,11 @@ async def test_retry_after_ms_first_then_retry_after_as_seconds_or_date(
     ],
 )
 async def test_http_errors_are_classified_by_status(
-    protocol: Protocol, status: int, kind: type[ProviderStatusError]
+    protocol: Protocol, status: int, kind: type[ProviderStatusError], wire: str
 ) -> None:
     body = protocol.error_body("some_error")
     reply = json_response(status, body, {protocol.request_id_header: "r1"})
-    error = await fail_with(protocol, reply)
+    error = await fail_with(protocol, reply, wire=wire)
     assert type(error) is kind
     assert error.status_code == status
     assert error.error_type == "some_error"
@@ -213,8 +235,9 @@ async def test_http_errors_are_classified_by_status(
     assert str(error) == f"{protocol.display} answered HTTP {status} some_error (request id r1)"
 
 
-async def test_non_json_error_body_still_gives_the_status(protocol: Protocol) -> None:
-    error = await fail_with(protocol, httpx2.Response(502, text="<html>Bad gateway</html>"))
+async def test_non_json_error_body_still_gives_the_status(protocol: Protocol, wire: str) -> None:
+    reply = httpx2.Response(502, text="<html>Bad gateway</html>")
+    error = await fail_with(protocol, reply, wire=wire)
     assert type(error) is ProviderStatusError
     assert (error.status_code, error.error_type) == (502, None)
     assert str(error) == f"{protocol.display} answered HTTP 502"
@@ -224,9 +247,9 @@ async def test_non_json_error_body_still_gives_the_status(protocol: Protocol) ->
     "transport_error", [httpx2.ReadTimeout("read timed out"), httpx2.ConnectTimeout("connect")]
 )
 async def test_sdk_timeout_is_a_provider_timeout_error_chaining_the_transports(
-    protocol: Protocol, transport_error: Exception
+    protocol: Protocol, transport_error: Exception, wire: str
 ) -> None:
-    error = await fail_with(protocol, transport_error)
+    error = await fail_with(protocol, transport_error, wire=wire)
     assert type(error) is ProviderTimeoutError
     assert error.__cause__ is transport_error  # socket-level: safe to show, useful to debug
 
@@ -236,9 +259,9 @@ async def test_sdk_timeout_is_a_provider_timeout_error_chaining_the_transports(
     [httpx2.ConnectError("connection refused"), httpx2.RemoteProtocolError("peer closed")],
 )
 async def test_connection_failure_is_a_provider_connection_error(
-    protocol: Protocol, transport_error: Exception
+    protocol: Protocol, transport_error: Exception, wire: str
 ) -> None:
-    error = await fail_with(protocol, transport_error)
+    error = await fail_with(protocol, transport_error, wire=wire)
     assert type(error) is ProviderConnectionError
     assert str(error) == f"could not reach {protocol.display} ({type(transport_error).__name__})"
     assert error.__cause__ is transport_error
@@ -275,25 +298,26 @@ def malformed_cases() -> list[Any]:
 
 @pytest.mark.parametrize(("protocol", "reply", "problem"), malformed_cases())
 async def test_malformed_bodies_are_provider_response_errors(
-    protocol: Protocol, reply: httpx2.Response, problem: str
+    protocol: Protocol, reply: httpx2.Response, problem: str, wire: str
 ) -> None:
-    error = await fail_with(protocol, reply)
+    error = await fail_with(protocol, reply, wire=wire)
     assert type(error) is ProviderResponseError
     assert error.status_code == 200
     assert f"{protocol.display} answered HTTP 200 with an unusable body: {problem}" in str(error)
 
 
-async def test_a_body_nested_too_deeply_is_a_provider_response_error(protocol: Protocol) -> None:
+async def test_a_body_nested_too_deeply_is_a_provider_response_error(
+    protocol: Protocol, wire: str
+) -> None:
     deep = "[" * 100_000 + "]" * 100_000
-    error = await fail_with(protocol, httpx2.Response(200, text=deep))
+    error = await fail_with(protocol, httpx2.Response(200, text=deep), wire=wire)
     assert type(error) is ProviderResponseError
     assert "nested too deeply" in str(error)
 
 
-async def test_a_malformed_body_names_the_request_id(protocol: Protocol) -> None:
-    error = await fail_with(
-        protocol, httpx2.Response(200, text="{", headers={protocol.request_id_header: "req_bad"})
-    )
+async def test_a_malformed_body_names_the_request_id(protocol: Protocol, wire: str) -> None:
+    reply = httpx2.Response(200, text="{", headers={protocol.request_id_header: "req_bad"})
+    error = await fail_with(protocol, reply, wire=wire)
     assert isinstance(error, ProviderResponseError)
     assert error.provider_request_id == "req_bad"
     assert str(error).endswith("(request id req_bad)")
@@ -323,30 +347,32 @@ def usage_path_cases() -> list[Any]:
 @pytest.mark.parametrize(("protocol", "path"), usage_path_cases())
 @pytest.mark.parametrize(("value", "kind"), BAD_COUNTS)
 async def test_a_usage_count_that_is_not_an_int_is_a_provider_response_error(
-    protocol: Protocol, path: str, value: Any, kind: str
+    protocol: Protocol, path: str, value: Any, kind: str, wire: str
 ) -> None:
     body = set_path(protocol.with_usage({}), path, value)
-    error = await fail_with(protocol, json_response(200, body))
+    error = await fail_with(protocol, json_response(200, body), wire=wire)
     assert type(error) is ProviderResponseError
     assert f"unusable body: {path} is {kind}; expected" in str(error)
     assert repr(value) not in str(error)  # named, never quoted
 
 
-async def test_missing_or_null_usage_counts_are_zero(protocol: Protocol) -> None:
+async def test_missing_or_null_usage_counts_are_zero(protocol: Protocol, wire: str) -> None:
     body = protocol.with_usage({})
     for path in protocol.usage_paths:
         set_path(body, path, None)
-    assert (await answer(protocol, json_response(200, body))).usage == Usage()
+    assert (await answer(protocol, json_response(200, body), wire=wire)).usage == Usage()
 
 
 @pytest.mark.parametrize("usage", [None, {}, "lots", [1, 2], 3])
-async def test_usage_itself_must_be_an_object_or_null(protocol: Protocol, usage: Any) -> None:
+async def test_usage_itself_must_be_an_object_or_null(
+    protocol: Protocol, usage: Any, wire: str
+) -> None:
     body = protocol.with_usage(usage)
     if isinstance(usage, dict) or usage is None:
-        response = await answer(protocol, json_response(200, body))
+        response = await answer(protocol, json_response(200, body), wire=wire)
         assert response.usage == Usage()
     else:
-        error = await fail_with(protocol, json_response(200, body))
+        error = await fail_with(protocol, json_response(200, body), wire=wire)
         assert type(error) is ProviderResponseError
         assert "usage is " in str(error)
 
@@ -361,34 +387,34 @@ async def test_usage_itself_must_be_an_object_or_null(protocol: Protocol, usage:
     ],
 )
 async def test_answer_text_that_is_not_a_string_is_a_provider_response_error(
-    protocol: Protocol, value: Any, kind: str
+    protocol: Protocol, value: Any, kind: str, wire: str
 ) -> None:
-    error = await fail_with(protocol, json_response(200, protocol.with_text(value)))
+    error = await fail_with(protocol, json_response(200, protocol.with_text(value)), wire=wire)
     assert type(error) is ProviderResponseError
     assert f"unusable body: {protocol.text_path} is {kind}; expected a string" in str(error)
 
 
 async def test_answer_text_with_a_lone_surrogate_is_a_provider_response_error(
-    protocol: Protocol,
+    protocol: Protocol, wire: str
 ) -> None:
     # A JSON "\ud800" escape decodes to a str that cannot be encoded (nor logged) as UTF-8.
     text = json_response(200, protocol.with_text("X")).text.replace('"X"', '"a\\ud800b"')
-    error = await fail_with(protocol, httpx2.Response(200, text=text))
+    error = await fail_with(protocol, httpx2.Response(200, text=text), wire=wire)
     assert type(error) is ProviderResponseError
     assert f"{protocol.text_path} is a string with a lone surrogate" in str(error)
 
 
-async def test_a_surrogate_pair_escape_is_text(protocol: Protocol) -> None:
+async def test_a_surrogate_pair_escape_is_text(protocol: Protocol, wire: str) -> None:
     text = json_response(200, protocol.with_text("X")).text.replace('"X"', '"ok \\ud83d\\ude00"')
-    response = await answer(protocol, httpx2.Response(200, text=text))
+    response = await answer(protocol, httpx2.Response(200, text=text), wire=wire)
     assert response.content == "ok \U0001f600"
 
 
 @pytest.mark.parametrize("value", [7, ["stop"], {"reason": "stop"}, True])
 async def test_a_finish_reason_that_is_not_a_string_is_a_provider_response_error(
-    protocol: Protocol, value: Any
+    protocol: Protocol, value: Any, wire: str
 ) -> None:
-    error = await fail_with(protocol, json_response(200, protocol.with_finish(value)))
+    error = await fail_with(protocol, json_response(200, protocol.with_finish(value)), wire=wire)
     assert type(error) is ProviderResponseError
     assert "unusable body:" in str(error)
     assert "expected a string" in str(error)
@@ -405,18 +431,18 @@ async def test_a_finish_reason_that_is_not_a_string_is_a_provider_response_error
     ],
 )
 async def test_malformed_tool_calls_are_provider_response_errors(
-    protocol: Protocol, call_id: Any, name: Any, arguments: Any, problem: str
+    protocol: Protocol, call_id: Any, name: Any, arguments: Any, problem: str, wire: str
 ) -> None:
     body = protocol.with_tool_call(call_id, name, arguments)
-    error = await fail_with(protocol, json_response(200, body))
+    error = await fail_with(protocol, json_response(200, body), wire=wire)
     assert type(error) is ProviderResponseError
     assert problem in str(error)
     assert "object" in str(error) or "string" in str(error)
 
 
-async def test_a_tool_call_is_read_into_a_tool_call(protocol: Protocol) -> None:
+async def test_a_tool_call_is_read_into_a_tool_call(protocol: Protocol, wire: str) -> None:
     body = protocol.with_tool_call("c1", "f", {"city": "Zürich", "n": [1, {"x": None}]})
-    response = await answer(protocol, json_response(200, body))
+    response = await answer(protocol, json_response(200, body), wire=wire)
     assert response.tool_calls == (ToolCall("c1", "f", {"city": "Zürich", "n": [1, {"x": None}]}),)
 
 
@@ -589,12 +615,14 @@ async def test_the_raw_call_sends_the_bytes_the_sdks_create_sends(
 # jump ahead while a thread works, so these tests set no deadline where that could fire.
 
 
-async def test_a_gateway_batches_requests_and_matches_answers(protocol: Protocol) -> None:
+async def test_a_gateway_batches_requests_and_matches_answers(
+    protocol: Protocol, wire: str
+) -> None:
     scripted = protocol.api()
     config = protocol.config(
         batch_size=4, batch_timeout_ms=50, max_concurrency=16, timeout_s=None, **FULL_BATCHES
     )
-    async with ScriptedGateway({"model": config}, scripted) as gw:
+    async with scripted.serving(wire), ScriptedGateway({"model": config}, scripted, wire) as gw:
         requests = [user(f"question {i}", model="model") for i in range(10)]
         responses = await gw.batch(requests)
         stats = gw.get_stats().models["model"]
@@ -605,24 +633,28 @@ async def test_a_gateway_batches_requests_and_matches_answers(protocol: Protocol
     assert len(scripted.requests) == 10
 
 
-async def test_a_gateway_delivers_provider_errors_as_they_are(protocol: Protocol) -> None:
+async def test_a_gateway_delivers_provider_errors_as_they_are(
+    protocol: Protocol, wire: str
+) -> None:
     scripted = protocol.api()
     body = protocol.error_body("authentication_error")
     scripted.reply(json_response(401, body, {protocol.request_id_header: "r9"}))
-    async with ScriptedGateway({"m": protocol.config(timeout_s=None)}, scripted) as gw:
+    config = protocol.config(timeout_s=None)
+    async with scripted.serving(wire), ScriptedGateway({"m": config}, scripted, wire) as gw:
         with pytest.raises(AuthenticationError) as caught:
             await gw.request(user("hi"))
         assert (await gw.request(user("again"))).content == "echo again"
     assert (caught.value.status_code, caught.value.provider_request_id) == (401, "r9")
 
 
-async def test_a_gateway_survives_a_reply_with_string_usage(protocol: Protocol) -> None:
+async def test_a_gateway_survives_a_reply_with_string_usage(protocol: Protocol, wire: str) -> None:
     """Defect class 3 through the gateway: the bad reply fails its request, and only it."""
     scripted = protocol.api()
     path = next(iter(protocol.usage_paths))
     bad = set_path(protocol.with_usage({}), path, "7")
     scripted.reply(json_response(200, bad))
-    async with ScriptedGateway({"m": protocol.config(timeout_s=None)}, scripted) as gw:
+    config = protocol.config(timeout_s=None)
+    async with scripted.serving(wire), ScriptedGateway({"m": config}, scripted, wire) as gw:
         with pytest.raises(ProviderResponseError):
             await gw.request(user("bad"))
         assert (await gw.request(user("next"))).content == "echo next"

@@ -81,7 +81,11 @@ async def test_every_provider_has_its_adapter(provider: ModelProvider) -> None:
 
 
 async def test_an_sdk_client_is_pooled_to_max_concurrency_with_retries_off_and_closed() -> None:
-    model = config("claude-sonnet", api_key="k", max_concurrency=7, timeout_s=42.0)
+    # httpx2's pool, read from its internals (the aiohttp client's pool: test_provider_wires.py).
+    httpx = {"http_client": "httpx"}
+    model = config(
+        "claude-sonnet", api_key="k", max_concurrency=7, timeout_s=42.0, provider_options=httpx
+    )
     async with open_provider("m", model) as opened:
         assert isinstance(opened, AnthropicProvider)
         client = opened.client
@@ -90,7 +94,7 @@ async def test_an_sdk_client_is_pooled_to_max_concurrency_with_retries_off_and_c
         pool = client._client._transport._pool  # type: ignore[attr-defined]
         assert (pool._max_connections, pool._max_keepalive_connections) == (7, 7)
     assert client.is_closed()
-    model = config("gpt-4o", api_key="k", max_concurrency=3, timeout_s=None)
+    model = config("gpt-4o", api_key="k", max_concurrency=3, timeout_s=None, provider_options=httpx)
     async with open_provider("m", model) as opened:
         assert isinstance(opened, OpenAIProvider)
         sdk = opened.client

@@ -41,12 +41,13 @@ from ._http import (
     token_count,
     tool_arguments,
 )
+from ._transport import SdkHttpClients
 
 __all__ = ["AnthropicProvider", "open_anthropic"]
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 DEFAULT_MAX_TOKENS = 4096
-OPTIONS = ("default_max_tokens", "extra_headers")
+OPTIONS = ("default_max_tokens", "extra_headers", "http_client")
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -315,8 +316,9 @@ async def open_anthropic(
     api_key = require_api_key(model_id, config, API_KEY_ENV)
     async with open_sdk_client(
         anthropic.AsyncAnthropic,
-        anthropic.DefaultAsyncHttpxClient,
+        SdkHttpClients(anthropic.DefaultAsyncHttpxClient, anthropic.DefaultAioHttpClient),
         config,
+        model_id=model_id,
         http_client=http_client,
         api_key=api_key,
         extra_headers=extra_headers,

@@ -36,6 +36,7 @@ from .._exceptions import (
 from .._models import LLMRequest
 from .._validators import check_api_key
 from ._base import strict_json, structured_answer
+from ._transport import SdkHttpClients, build_http_client, http_client_choice
 
 __all__ = [
     "MAX_TOKEN_COUNT",
@@ -53,7 +54,6 @@ __all__ = [
     "optional_str_field",
     "parse_retry_after",
     "parsed_content",
-    "pool_limits",
     "positive_int_option",
     "provider_options",
     "read_json",
@@ -187,17 +187,6 @@ def headers_option(model_id: str, options: Mapping[str, Any]) -> dict[str, str] 
     return headers
 
 
-def pool_limits(config: ModelConfig) -> httpx2.Limits:
-    """A connection pool as large as the model's ``max_concurrency``, and no larger.
-
-    The gateway never has more than ``max_concurrency`` calls of a model in flight, so more
-    connections would only be idle sockets; fewer would queue calls inside httpx.
-    """
-    return httpx2.Limits(
-        max_connections=config.max_concurrency, max_keepalive_connections=config.max_concurrency
-    )
-
-
 class _SdkClient(Protocol):
     async def close(self) -> None: ...
 
@@ -208,9 +197,10 @@ ClientT = TypeVar("ClientT", bound=_SdkClient)
 @asynccontextmanager
 async def open_sdk_client(
     sdk_client: Callable[..., ClientT],
-    default_http_client: Callable[..., httpx2.AsyncClient],
+    http_clients: SdkHttpClients,
     config: ModelConfig,
     *,
+    model_id: str,
     http_client: httpx2.AsyncClient | None,
     api_key: str,
     extra_headers: Mapping[str, str] | None,
@@ -220,18 +210,25 @@ async def open_sdk_client(
 
     Retries off (the gateway owns them), the model's ``endpoint`` as base URL, ``timeout_s``
     as the SDK's timeout (a backstop: the gateway's deadline usually comes first), the extra
-    headers on every call, and a connection pool of ``max_concurrency`` (:func:`pool_limits`).
-    The client is built in a worker thread, so opening a model does not block the event loop.
+    headers on every call, and a connection pool of ``max_concurrency``. The HTTP client is
+    the SDK's httpx2 or aiohttp one, as ``provider_options.http_client`` chooses (see
+    :mod:`._transport`). The client is built in a worker thread, so opening a model does not
+    block the event loop.
 
     Args:
         sdk_client: The SDK's client class (``anthropic.AsyncAnthropic``, ``openai.AsyncOpenAI``).
-        default_http_client: The SDK's ``DefaultAsyncHttpxClient`` (keeps its defaults).
+        http_clients: The SDK's ``DefaultAsyncHttpxClient`` and ``DefaultAioHttpClient``.
         config: The model's configuration.
+        model_id: The configured model id (for error messages).
         http_client: Use this HTTP client instead (tests inject a MockTransport).
         api_key: The checked key (:func:`require_api_key`).
         extra_headers: The checked extra headers (:func:`headers_option`).
         **options: Further arguments of the SDK's client (``organization=``...).
+
+    Raises:
+        ConfigError: A bad ``provider_options.http_client`` (see :func:`http_client_choice`).
     """
+    choice = http_client_choice(model_id, config.provider_options)
 
     def build() -> ClientT:
         return sdk_client(
@@ -240,14 +237,13 @@ async def open_sdk_client(
             timeout=config.timeout_s,
             max_retries=0,
             default_headers=extra_headers,
-            http_client=http_client
-            or default_http_client(limits=pool_limits(config), timeout=config.timeout_s),
+            http_client=http_client or build_http_client(http_clients, choice, config),
             **options,
         )
 
-    # Building an HTTP client loads the system's TLS certificates (~0.1 s of blocking file
-    # reads and parsing): done on the event loop, it would stall every other task that long
-    # per model. A worker thread keeps the loop free; construction touches no loop state.
+    # Building an HTTP client loads the system's TLS certificates (the first time: see
+    # shared_ssl_context) and the SDK's modules: done on the event loop, it would stall every
+    # other task. A worker thread keeps the loop free; construction touches no loop state.
     client = await anyio.to_thread.run_sync(build)
     try:
         yield client
@@ -505,6 +501,18 @@ MIN_SECRET_LENGTH = 8
 _SAFE_CAUSES = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
 
 
+def _chained(error: BaseException) -> list[BaseException]:
+    """``error`` and every exception chained to it (causes and contexts), each once."""
+    seen: list[BaseException] = []
+    todo = [error]
+    while todo:
+        current = todo.pop()
+        if not any(current is s for s in seen):
+            seen.append(current)
+            todo += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return seen
+
+
 def _safe_cause(error: Exception, secrets: Collection[str]) -> BaseException | None:
     """The transport exception behind an SDK connection error, if it can be shown safely.
 
@@ -512,6 +520,11 @@ def _safe_cause(error: Exception, secrets: Collection[str]) -> BaseException | N
     secret appears anywhere in its printed traceback (chained causes and contexts included).
     Secrets shorter than :data:`MIN_SECRET_LENGTH` are not looked for: no real credential is
     that short, and they would match the text of any traceback by chance.
+
+    httpx2 attaches the request to its exceptions (``exc.request``: the URL, and the headers
+    with the key); a kept cause is detached from it, so that nothing reachable from the
+    gateway's exception holds the key (the SDK's own exception, which also holds it, is not
+    chained).
     """
     cause = error.__cause__
     if not isinstance(cause, _SAFE_CAUSES):
@@ -519,6 +532,9 @@ def _safe_cause(error: Exception, secrets: Collection[str]) -> BaseException | N
     printed = "".join(traceback.format_exception(cause)) + repr(cause)
     if any(len(secret) >= MIN_SECRET_LENGTH and secret in printed for secret in secrets):
         return None
+    for link in _chained(cause):
+        if isinstance(link, httpx2.RequestError):
+            link._request = None  # what the request property's setter would do, given None
     return cause
 
 

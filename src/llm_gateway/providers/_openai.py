@@ -46,6 +46,7 @@ from ._http import (
     token_count,
     tool_arguments,
 )
+from ._transport import SdkHttpClients
 
 __all__ = ["OpenAIProvider", "open_openai"]
 
@@ -53,8 +54,8 @@ API_KEY_ENV = "OPENAI_API_KEY"
 LOCAL_API_KEY = "no-key"
 """What an ``openai-compatible`` model sends as its key when its config has none."""
 
-OPENAI_OPTIONS = ("organization", "project", "extra_headers")
-LOCAL_OPTIONS = ("extra_headers",)
+OPENAI_OPTIONS = ("organization", "project", "extra_headers", "http_client")
+LOCAL_OPTIONS = ("extra_headers", "http_client")
 
 FINISH_REASONS = {"function_call": "tool_calls"}
 """OpenAI's ``finish_reason`` -> the gateway's; the rest already are the gateway's values."""
@@ -358,8 +359,9 @@ async def open_openai(
     extra_headers = headers_option(model_id, options)
     async with open_sdk_client(
         openai.AsyncOpenAI,
-        openai.DefaultAsyncHttpxClient,
+        SdkHttpClients(openai.DefaultAsyncHttpxClient, openai.DefaultAioHttpClient),
         config,
+        model_id=model_id,
         http_client=http_client,
         api_key=api_key,
         extra_headers=extra_headers,
