@@ -24,6 +24,7 @@ from ._exceptions import RequestCancelledError as RequestCancelledError
 from ._exceptions import RequestTimeoutError as RequestTimeoutError
 from ._exceptions import RequestValidationError as RequestValidationError
 from ._exceptions import RetriesExhaustedError as RetriesExhaustedError
+from ._exceptions import StreamInterruptedError as StreamInterruptedError
 from ._exceptions import UnknownModelError as UnknownModelError
 from ._future import ResponseFuture as ResponseFuture
 from ._gateway import Gateway as Gateway
@@ -41,6 +42,9 @@ from ._stats import GatewayStats as GatewayStats
 from ._stats import LatencySummary as LatencySummary
 from ._stats import LimitGroupStats as LimitGroupStats
 from ._stats import ModelStats as ModelStats
+from ._stream import LLMStream as LLMStream
+from ._stream import StreamChunk as StreamChunk
+from ._stream import ToolCallDelta as ToolCallDelta
 
 __version__ = "0.1.0"
 
@@ -60,6 +64,7 @@ __all__ = [
     "LLMMessage",
     "LLMRequest",
     "LLMResponse",
+    "LLMStream",
     "LLMTool",
     "LatencySummary",
     "ModelConfig",
@@ -81,7 +86,10 @@ __all__ = [
     "ResponseFuture",
     "RetriesExhaustedError",
     "RetryPolicy",
+    "StreamChunk",
+    "StreamInterruptedError",
     "ToolCall",
+    "ToolCallDelta",
     "UnknownModelError",
     "Usage",
     "load_config",

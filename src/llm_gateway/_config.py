@@ -373,6 +373,10 @@ class ModelConfig:
         limit_group: The name of a shared budget in ``GatewayConfig.limit_groups``.
         pricing: The model's prices (see :class:`ModelPricing`), for the cost ledger
             (``LLMResponse.cost_usd``, ``ModelStats.cost_usd``); ``None``: no cost is counted.
+        first_token_timeout_s: Streams only: how long an attempt may wait for its first content
+            delta before it counts as failed (retried, or sent to a fallback, like a timeout);
+            ``None`` for no limit besides ``timeout_s``. ``LLMRequest.first_token_timeout_s``
+            overrides it per request.
     """
 
     provider: ModelProvider = attrs.field(converter=_to_provider, validator=_PROVIDER)
@@ -415,6 +419,12 @@ class ModelConfig:
     )
     pricing: ModelPricing | None = attrs.field(
         default=None, validator=V.optional(V.instance_of(ModelPricing))
+    )
+    first_token_timeout_s: float | None = attrs.field(
+        default=None,
+        validator=V.optional(
+            V.finite_number(min=0, allow_zero=False), fix="give seconds, or None for no limit"
+        ),
     )
 
     def __attrs_post_init__(self) -> None:

@@ -13,6 +13,7 @@ nor a key. The tree (a second base in parentheses)::
     ├── RequestCancelledError                 cancelled by future.cancel() or its caller
     ├── RequestTimeoutError (TimeoutError)    the request's own deadline passed
     ├── BatchError                            some requests of Gateway.batch() failed
+    ├── StreamInterruptedError                a stream broke after its first content delta
     └── ProviderError                         the provider failed to answer
         ├── ProviderStatusError               an HTTP error status
         │   ├── RateLimitError                429
@@ -48,6 +49,7 @@ __all__ = [
     "RequestCancelledError",
     "RequestTimeoutError",
     "RequestValidationError",
+    "StreamInterruptedError",
     "UnknownModelError",
 ]
 
@@ -198,3 +200,25 @@ class RetriesExhaustedError(ProviderError):
             headers=info.headers if info else None,
         )
         self.attempts = list(attempts)
+
+
+class StreamInterruptedError(GatewayError):
+    """A stream failed after its first content delta: the caller has seen part of the answer.
+
+    Before the first delta a failure is an ordinary failed attempt (retried, cooled down or
+    sent to a fallback, invisibly); after it the gateway cannot retry without repeating what
+    the caller already read, so the iteration ends with this error: never a silent clean end.
+
+    Attributes:
+        partial: The text the stream delivered before it broke.
+        cause: What broke it (also ``__cause__``): a :class:`ProviderError` (an error event, a
+            dropped connection), or a :class:`RequestTimeoutError` (the request's deadline).
+        chunks: How many chunks the caller was sent.
+    """
+
+    def __init__(self, message: str, *, partial: str, cause: BaseException, chunks: int) -> None:
+        super().__init__(message)
+        self.partial = partial
+        self.cause = cause
+        self.chunks = chunks
+        self.__cause__ = cause

@@ -31,6 +31,7 @@ from ._queue import Entry
 from ._ratelimit import Budget, RateLimiter
 from ._recording import CassetteRecorder, require_real_time
 from ._stats import GatewayStats, LimitGroupStats, StatsObserver
+from ._stream import LLMStream
 from ._validators import did_you_mean
 from .providers._base import ProviderFactory
 from .providers._open import open_provider
@@ -301,6 +302,23 @@ class Gateway(anyio.AsyncContextManagerMixin):
         except BaseException:
             fut.cancel()
             raise
+
+    def stream(self, request: LLMRequest) -> LLMStream:
+        """Stream ``request``: ``async with gw.stream(request) as stream:``.
+
+        The request is queued, prioritised, rate-limited and retried exactly as by
+        :meth:`request` (retries and fallbacks only before its first chunk); entering the block
+        queues it (waiting for queue room, like :meth:`submit`). Iterate ``stream`` for
+        :class:`~llm_gateway.StreamChunk` values; after the loop, ``stream.response`` is the
+        whole :class:`LLMResponse`. Leaving the block early cancels the request and closes the
+        provider's connection. See ``docs/streaming.md``.
+
+        Raises:
+            RequestValidationError: Not an ``LLMRequest``, or no configured model.
+            GatewayClosedError: The gateway is not open (use it inside its ``async with``
+                block) or is shutting down.
+        """
+        return LLMStream(self._lane_for(request), request)
 
     @overload
     async def batch(

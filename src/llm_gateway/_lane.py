@@ -51,6 +51,7 @@ from ._observe import (
 from ._queue import BACKOFF, DONE, QUEUED, RUNNING, Entry, PriorityQueue
 from ._retry import Breaker, Decision, decide, describe_attempts, is_retryable, jitter
 from ._stats import LiveFigures
+from ._stream import call_stream
 from ._tokens import estimate_tokens, token_counter
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from ._config import ModelConfig
     from ._models import LLMRequest
     from ._ratelimit import Budget
+    from ._stream import StreamSink
     from .providers._base import Provider
 
 __all__ = ["Lane", "Router"]
@@ -191,19 +193,32 @@ class Lane:
         timeout = request.timeout_s if request.timeout_s is not None else self.config.timeout_s
         return math.inf if timeout is None else now + timeout
 
-    def _accept(self, request: LLMRequest, estimate: int, now: float, deadline: float) -> Entry:
+    def _accept(
+        self,
+        request: LLMRequest,
+        estimate: int,
+        now: float,
+        deadline: float,
+        stream: StreamSink | None = None,
+    ) -> Entry:
         future = ResponseFuture(self._lanes)
         entry = Entry(
             request, future, self.model_id, now, deadline, estimate, self.config.fallbacks
         )
+        entry.stream = stream
         future._entry = entry
         self._queue.push(entry, now)
         self._arrived(entry, now)
         self._wake()
         return entry
 
-    async def submit(self, request: LLMRequest) -> ResponseFuture:
-        """Queue ``request``; wait for a queue slot while the queue is full."""
+    async def submit(
+        self, request: LLMRequest, *, stream: StreamSink | None = None
+    ) -> ResponseFuture:
+        """Queue ``request``; wait for a queue slot while the queue is full.
+
+        ``stream``: the request is streamed; its attempts feed this sink (``_stream.py``).
+        """
         self._check_open()
         estimate = self._estimate(request)
         now = anyio.current_time()
@@ -225,7 +240,7 @@ class Lane:
                 self._slots.release()
                 self._check_open()
             now = anyio.current_time()
-        future = self._accept(request, estimate, now, deadline).future
+        future = self._accept(request, estimate, now, deadline, stream).future
         await anyio.lowlevel.cancel_shielded_checkpoint()
         return future
 
@@ -262,6 +277,8 @@ class Lane:
         elif entry.scope is not None:  # its call or backoff is under way: stop it
             entry.scope.cancel()
         entry.future._resolve(response, error)
+        if entry.stream is not None:
+            entry.stream.close()  # the caller's iteration ends after the buffered chunks
         now = anyio.current_time()
         self._observers.emit(
             Finished(self.model_id, entry, response, error, _PHASES[state], now, reported)
@@ -288,7 +305,10 @@ class Lane:
         if entry.failures:
             what += f" after {_attempts(len(entry.failures))} that failed: "
             what += describe_attempts(entry.failures)
-        self._finish(entry, error=RequestTimeoutError(entry.describe(what)))
+        error: BaseException = RequestTimeoutError(entry.describe(what))
+        if entry.stream is not None and entry.stream.committed:
+            error = entry.stream.interrupted(error, f"the stream of {entry.request.request_id!r}")
+        self._finish(entry, error=error)
 
     def close(self) -> None:
         """Accept nothing more; dispatch what waits without waiting for batches to fill."""
@@ -435,7 +455,16 @@ class Lane:
                     self.expire(entry)
                 else:
                     entry.scope = scope = anyio.CancelScope(deadline=entry.deadline)
-                    outcome = await call(self._provider, entry.request, scope)
+                    if entry.stream is None:
+                        outcome = await call(self._provider, entry.request, scope)
+                    else:
+                        outcome = await call_stream(
+                            self._provider,
+                            entry.request,
+                            entry.stream,
+                            scope,
+                            self._first_token_timeout(entry.request),
+                        )
                     entry.scope = None
                     if entry.state is RUNNING:
                         if isinstance(outcome, Answered):
@@ -474,6 +503,11 @@ class Lane:
             else:
                 self._fall_back(entry)
         self._router.lane_changed()
+
+    def _first_token_timeout(self, request: LLMRequest) -> float | None:
+        if request.first_token_timeout_s is not None:
+            return request.first_token_timeout_s
+        return self.config.first_token_timeout_s
 
     @staticmethod
     def _outcome(entry: Entry) -> str:

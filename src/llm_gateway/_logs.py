@@ -10,7 +10,7 @@ gateway keeps serving; the writer tries again with the next records.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,24 @@ def outcome_name(error: BaseException | None) -> str:
     if isinstance(error, RequestTimeoutError):
         return "timeout"
     return "error"
+
+
+def _ttft_ms(entry: Entry) -> float | None:
+    stream = entry.stream
+    if stream is None or not stream.committed:
+        return None
+    return _ms(stream.committed_at - entry.enqueued_at)
+
+
+def _stream_fields(entries: Sequence[Entry]) -> dict[str, Any]:
+    """A batch record's stream figures, per entry, when the batch holds a stream."""
+    if all(e.stream is None for e in entries):
+        return {}
+    return {
+        "stream": [e.stream is not None for e in entries],
+        "ttft_ms": [_ttft_ms(e) for e in entries],
+        "chunks": [None if e.stream is None else e.stream.chunks for e in entries],
+    }
 
 
 class JsonlLog:
@@ -112,7 +130,7 @@ class JsonlLog:
             "outcomes": list(event.outcomes),
             "input_tokens": sum(u.input_tokens for u in usage),
             "output_tokens": sum(u.output_tokens for u in usage),
-        }
+        } | _stream_fields(entries)
 
     def _error_record(
         self, entry: Entry, error: BaseException | None, phase: str, decision: str = "fail"
@@ -130,6 +148,11 @@ class JsonlLog:
             "error": type(error).__name__ if error is not None else "CooldownPastDeadline",
             "decision": decision,
         }
+        stream = entry.stream
+        if stream is not None:
+            record["stream"] = True
+            record["ttft_ms"] = _ttft_ms(entry)
+            record["chunks"] = stream.chunks
         if isinstance(error, ProviderError):
             record["status_code"] = error.status_code
             record["provider_request_id"] = error.provider_request_id

@@ -263,6 +263,9 @@ class LLMRequest:
             the provider's default when ``None``.
         response_format: A JSON Schema (a JSON object) the answer must follow: structured
             output. The answer's :attr:`LLMResponse.parsed` holds the parsed JSON.
+        first_token_timeout_s: Streams only: how long each attempt may wait for its first
+            content delta (then it is retried or falls back); the model's
+            ``first_token_timeout_s`` when ``None``.
     """
 
     model: str = attrs.field(
@@ -327,6 +330,13 @@ class LLMRequest:
     response_format: Mapping[str, Any] | None = attrs.field(
         default=None,
         validator=V.optional(_JSON_OBJECT, fix="give a JSON Schema as a dict, or None"),
+    )
+    first_token_timeout_s: float | None = attrs.field(
+        default=None,
+        validator=V.optional(
+            V.finite_number(min=0, allow_zero=False),
+            fix="give seconds, or None for the model's default",
+        ),
     )
 
     def __attrs_post_init__(self) -> None:

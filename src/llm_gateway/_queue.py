@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ._future import ResponseFuture
     from ._models import LLMRequest
     from ._ratelimit import Admission
+    from ._stream import StreamSink
 
 __all__ = ["Entry", "PriorityQueue", "State"]
 
@@ -58,6 +59,7 @@ class Entry:
         "request",
         "scope",
         "state",
+        "stream",
     )
 
     def __init__(
@@ -87,6 +89,7 @@ class Entry:
         self.rank_since = 0.0
         self.scope: anyio.CancelScope | None = None  # the attempt's or the backoff's
         self.admission: Admission | None = None  # the attempt's entry in the rate-limit books
+        self.stream: StreamSink | None = None  # a streamed request's sink (gw.stream())
 
     def describe(self, what: str) -> str:
         """``request 'id' to model 'm' <what>``, for error messages (never request text)."""

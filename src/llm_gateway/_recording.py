@@ -20,6 +20,7 @@ import attrs
 from ._config import ModelConfig
 from ._exceptions import ConfigError
 from ._models import LLMRequest, LLMResponse
+from ._stream import ChunkSink
 from .providers._base import Provider
 from .providers._mock import MockFixture, MockFixtures, MockRecording, RequestContent
 
@@ -140,6 +141,16 @@ class _RecordingProvider:
     async def complete(self, request: LLMRequest) -> LLMResponse:
         started = anyio.current_time()
         response = await self.provider.complete(request)
+        self.recorder.add(
+            self.model_id, self.config, request, response, anyio.current_time() - started
+        )
+        return response
+
+    async def stream(self, request: LLMRequest, sink: ChunkSink) -> LLMResponse:
+        """Stream through the wrapped provider; the whole answer is recorded (and replayed
+        in the mock's chunks)."""
+        started = anyio.current_time()
+        response: LLMResponse = await self.provider.stream(request, sink)  # type: ignore[attr-defined]
         self.recorder.add(
             self.model_id, self.config, request, response, anyio.current_time() - started
         )

@@ -41,7 +41,7 @@ __all__ = [
 SAMPLE_WINDOW = 4096
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class LatencySummary:
     """Percentiles of a duration, in milliseconds, over the most recent requests.
 
@@ -56,6 +56,18 @@ class LatencySummary:
     p50: float = math.nan
     p95: float = math.nan
     p99: float = math.nan
+
+    def _key(self) -> tuple[float | None, ...]:
+        # Two summaries without samples (nan) are equal: no figure differs.
+        return tuple(None if math.isnan(v) else v for v in (self.p50, self.p95, self.p99))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LatencySummary):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     @classmethod
     def of(cls, samples: Iterable[float]) -> LatencySummary:
@@ -98,6 +110,9 @@ class ModelStats:
             ``LLMResponse.cost_usd``; a model without ``ModelConfig.pricing`` counts nothing).
         batch_savings_usd: What the batch lane saved, in US dollars: the full price of the
             requests it answered minus what they cost (``ModelPricing.batch_discount``).
+        streams: Streamed requests (``gw.stream()``) that ended; they are counted in
+            ``completed``, ``failed`` and ``cancelled`` too.
+        time_to_first_token_ms: Streams: time from submission to the first chunk.
     """
 
     queued: int
@@ -122,6 +137,8 @@ class ModelStats:
     output_tokens: int
     cost_usd: float = 0.0
     batch_savings_usd: float = 0.0
+    streams: int = 0
+    time_to_first_token_ms: LatencySummary = attrs.field(factory=LatencySummary)
 
 
 @attrs.frozen(kw_only=True)
@@ -187,6 +204,8 @@ class _Counts:
     batch_savings_usd: float = 0.0
     queue_wait_ms: deque[float] = attrs.field(factory=lambda: deque(maxlen=SAMPLE_WINDOW))
     latency_ms: deque[float] = attrs.field(factory=lambda: deque(maxlen=SAMPLE_WINDOW))
+    streams: int = 0
+    ttft_ms: deque[float] = attrs.field(factory=lambda: deque(maxlen=SAMPLE_WINDOW))
 
 
 @attrs.frozen
@@ -232,6 +251,11 @@ class StatsObserver:
                 counts.failed += 1
             if event.phase == "in_flight":
                 counts.latency_ms.append(_ms(event.at - entry.dispatched_at))
+            stream = entry.stream
+            if stream is not None:
+                counts.streams += 1
+                if stream.committed:
+                    counts.ttft_ms.append(_ms(stream.committed_at - entry.enqueued_at))
         elif isinstance(event, Dispatched):
             counts.batches += 1
             counts.batched += len(event.entries)
@@ -302,4 +326,6 @@ def _summarise(counts: list[_Counts], live: LiveFigures) -> ModelStats:
         output_tokens=sum(c.output_tokens for c in counts),
         cost_usd=sum(c.cost_usd for c in counts),
         batch_savings_usd=sum(c.batch_savings_usd for c in counts),
+        streams=sum(c.streams for c in counts),
+        time_to_first_token_ms=LatencySummary.of(s for c in counts for s in c.ttft_ms),
     )

@@ -33,6 +33,7 @@ from .._exceptions import (
     status_error_type,
 )
 from .._models import ROLES, LLMMessage, LLMRequest, LLMResponse, LLMTool, ToolCall, Usage
+from .._stream import ChunkSink, ToolCallDelta
 from .._tokens import heuristic_count
 from ._base import structured_answer
 
@@ -681,6 +682,17 @@ class MockScript:
             self._misses.append(miss)
 
 
+_PIECE = re.compile(r"\s*\S+\s*|\s+")
+
+
+def mock_chunks(text: str) -> list[str]:
+    """How the mock streams ``text``: word by word, each word with the spaces around it.
+
+    Deterministic, and joining the pieces gives ``text`` back.
+    """
+    return _PIECE.findall(text)
+
+
 def default_answer(digest: str, model_name: str) -> str:
     """The text the mock answers a request no fixture matches."""
     return f"Mock answer {digest[:12]} from {model_name}."
@@ -765,6 +777,27 @@ class MockProvider:
             finish_reason=finish_reason or ("tool_calls" if tool_calls else "stop"),
             provider_request_id=provider_request_id,
         )
+
+    async def stream(self, request: LLMRequest, sink: ChunkSink) -> LLMResponse:
+        """Stream the answer :meth:`complete` gives, word by word (see :func:`stream_response`).
+
+        The latency and any scripted failure come before the first chunk.
+        """
+        return await stream_response(await self.complete(request), sink)
+
+
+async def stream_response(response: LLMResponse, sink: ChunkSink) -> LLMResponse:
+    """Stream a whole ``response`` to ``sink`` as the mock does, and return it.
+
+    The text goes word by word (:func:`mock_chunks`), then each tool call as one
+    :class:`ToolCallDelta` with its whole arguments.
+    """
+    for piece in mock_chunks(response.content):
+        await sink.send(piece)
+    for i, call in enumerate(response.tool_calls):
+        arguments = json.dumps(_plain(call.arguments), ensure_ascii=False)
+        await sink.send("", (ToolCallDelta(i, call.id, call.name, arguments),))
+    return response
 
 
 def as_fixtures(
