@@ -251,7 +251,7 @@ class StatsObserver:
                 counts.failed += 1
             if event.phase == "in_flight":
                 counts.latency_ms.append(_ms(event.at - entry.dispatched_at))
-            stream = entry.stream
+            stream = getattr(entry, "stream", None)  # tests may report entry-less events
             if stream is not None:
                 counts.streams += 1
                 if stream.committed:
