@@ -19,6 +19,7 @@ import httpx2
 from .._config import ModelConfig
 from .._exceptions import RequestValidationError
 from .._models import LLMMessage, LLMRequest, LLMResponse, ToolCall, Usage
+from .._stream import ChunkSink
 from ._http import (
     PARSE_ERRORS,
     BodyError,
@@ -41,6 +42,7 @@ from ._http import (
     token_count,
     tool_arguments,
 )
+from ._streaming import AnthropicEvents, relay
 from ._transport import SdkHttpClients
 
 __all__ = ["AnthropicProvider", "open_anthropic"]
@@ -201,6 +203,30 @@ class AnthropicProvider:
             return self.parse_response(request, response)
         # Raised outside the except block: the SDK's exception, which holds the transport's
         # (whose text may quote request headers), is not even this one's __context__.
+        raise failure
+
+    async def stream(self, request: LLMRequest, sink: ChunkSink) -> LLMResponse:
+        """Stream ``request``: each content delta to ``sink``; return the whole answer.
+
+        An ``event: error`` inside the 200 stream (``overloaded_error``...) counts as the
+        status its type means; see ``providers/_streaming.py``.
+
+        Raises:
+            ProviderError: A subclass for each failure, as :meth:`complete`.
+        """
+        body = self.request_body(request)
+        body["stream"] = True
+        try:
+            response = await self.client.post(
+                "/v1/messages", body=body, cast_to=httpx2.Response, stream=True
+            )
+        except anthropic.APIError as error:
+            failure = ERRORS.translate(error, self._secrets)
+        else:
+            events = AnthropicEvents(
+                self.model_id, ERRORS, response.headers, FINISH_REASONS, _usage
+            )
+            return await relay(response, events, sink, ERRORS, request)
         raise failure
 
     def parse_response(self, request: LLMRequest, response: httpx2.Response) -> LLMResponse:

@@ -22,6 +22,7 @@ import openai
 from .._config import ModelConfig
 from .._exceptions import ConfigError
 from .._models import LLMMessage, LLMRequest, LLMResponse, ModelProvider, ToolCall, Usage
+from .._stream import ChunkSink
 from .._validators import check_api_key
 from ._http import (
     PARSE_ERRORS,
@@ -46,6 +47,7 @@ from ._http import (
     token_count,
     tool_arguments,
 )
+from ._streaming import ChatCompletionChunks, relay
 from ._transport import SdkHttpClients
 
 __all__ = ["OpenAIProvider", "open_openai"]
@@ -193,6 +195,33 @@ class OpenAIProvider:
             return self.parse_response(request, response)
         # Raised outside the except block: the SDK's exception, which holds the transport's
         # (whose text may quote request headers), is not even this one's __context__.
+        raise failure
+
+    async def stream(self, request: LLMRequest, sink: ChunkSink) -> LLMResponse:
+        """Stream ``request``: each content delta to ``sink``; return the whole answer.
+
+        The body asks for ``stream`` with ``stream_options.include_usage`` (the usage comes in
+        a last chunk). See ``providers/_streaming.py`` for how errors inside the stream count.
+
+        Raises:
+            ProviderError: A subclass for each failure, as :meth:`complete`.
+        """
+        body = self.request_body(request)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        try:
+            response = await self.client.post(
+                "/chat/completions",
+                body=body,
+                cast_to=httpx2.Response,
+                options=_REQUEST_OPTIONS,
+                stream=True,
+            )
+        except openai.APIError as error:
+            failure = ERRORS.translate(error, self._secrets)
+        else:
+            chunks = ChatCompletionChunks(self.model_id, ERRORS, response.headers, FINISH_REASONS)
+            return await relay(response, chunks, sink, ERRORS, request)
         raise failure
 
     def parse_response(self, request: LLMRequest, response: httpx2.Response) -> LLMResponse:

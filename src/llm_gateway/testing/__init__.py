@@ -16,6 +16,8 @@ from ._fake_server import FakeReply as FakeReply
 from ._fake_server import ReceivedRequest as ReceivedRequest
 from ._fake_server import fake_answer as fake_answer
 from ._fake_server import open_fake_llm_server as open_fake_llm_server
+from ._fake_sse import StreamFault as StreamFault
+from ._fake_sse import StreamRecord as StreamRecord
 from ._faults import Fault as Fault
 from ._faults import FaultCall as FaultCall
 from ._faults import FaultPlan as FaultPlan
@@ -39,6 +41,8 @@ __all__ = [
     "MockScript",
     "ReceivedRequest",
     "RequestContent",
+    "StreamFault",
+    "StreamRecord",
     "fake_answer",
     "open_fake_llm_server",
     "prompt_key",

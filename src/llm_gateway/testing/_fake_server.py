@@ -27,6 +27,7 @@ from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .._tokens import heuristic_count
+from ._fake_sse import Step, StreamFault, StreamRecord, mock_response, play_on_socket, sse_steps
 from ._faults import MALFORMED_BODY, Fault, FaultCall, FaultPlan, content_text
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ class FakeReply:
             client clock, raises ``httpx2.ReadTimeout`` after ``delay_s``.
         raw_body: Bytes to send instead of ``body`` (e.g. a malformed body).
         call: The fault plan's record of this call, completed when the reply is sent.
+        stream: A streamed answer's steps (see ``_fake_sse.py``), sent as a chunked
+            ``text/event-stream`` body instead of ``body``.
     """
 
     status: int = 200
@@ -89,6 +92,7 @@ class FakeReply:
     action: Literal["send", "drop", "hang"] = attrs.field(default="send", kw_only=True)
     raw_body: bytes | None = attrs.field(default=None, kw_only=True)
     call: FaultCall | None = attrs.field(default=None, kw_only=True, eq=False, repr=False)
+    stream: tuple[Step, ...] | None = attrs.field(default=None, kw_only=True, repr=False)
 
     @classmethod
     def for_fault(cls, fault: Fault, path: str) -> FakeReply:
@@ -136,15 +140,23 @@ class FakeLLMApi:
     ``httpx2.AsyncClient(transport=httpx2.MockTransport(api.handle))`` (or
     :meth:`mock_client`), passed to ``open_provider(..., http_client=...)``.
 
+    A request with ``"stream": true`` gets its answer as server-sent events in its API's
+    protocol; queue :class:`~llm_gateway.testing.StreamFault` values (or ``None`` for a clean
+    stream) on :attr:`stream_faults` to break the next streamed answers, one each.
+
     Attributes:
         received: Every request received, in arrival order.
         faults: The fault plan, if any.
+        stream_faults: Faults for the next streamed answers, in order.
+        streams: Every streamed answer, as played (:class:`~llm_gateway.testing.StreamRecord`).
     """
 
     def __init__(self, faults: FaultPlan | None = None) -> None:
         self.received: list[ReceivedRequest] = []
         self.faults = faults
         self._ids = itertools.count(1)
+        self.stream_faults: list[StreamFault | None] = []
+        self.streams: list[StreamRecord] = []
 
     # -- answers ----------------------------------------------------------------------------
 
@@ -167,13 +179,20 @@ class FakeLLMApi:
     def answer(self, request: ReceivedRequest) -> FakeReply:
         """The API's normal answer to ``request``."""
         if request.method == "POST" and request.path == "/v1/chat/completions":
-            return self._chat_completion(request.json())
+            return self._streamed(request, self._chat_completion(request.json()))
         if request.method == "POST" and request.path == "/v1/messages":
-            return self._anthropic_message(request.json())
+            return self._streamed(request, self._anthropic_message(request.json()))
         return FakeReply(
             404,
             {"error": {"type": "not_found_error", "message": f"no route {request.path}"}},
         )
+
+    def _streamed(self, request: ReceivedRequest, reply: FakeReply) -> FakeReply:
+        """``reply`` as a stream, when the request asked for one (with the next stream fault)."""
+        if not request.json().get("stream"):
+            return reply
+        fault = self.stream_faults.pop(0) if self.stream_faults else None
+        return attrs.evolve(reply, stream=sse_steps(request.path, reply.body, fault))
 
     def _chat_completion(self, body: dict[str, Any]) -> FakeReply:
         messages = body["messages"]
@@ -282,6 +301,10 @@ class FakeLLMApi:
             raise httpx2.RemoteProtocolError("Server disconnected without sending a response.")
         if reply.action == "hang":
             raise httpx2.ReadTimeout("The read operation timed out (a scripted timeout)")
+        if reply.stream is not None:
+            record = StreamRecord(received.path, anyio.current_time())
+            self.streams.append(record)
+            return mock_response(reply.stream, reply.headers, record)
         headers = {"content-type": "application/json", **reply.headers}
         return httpx2.Response(reply.status, headers=headers, content=reply.body_bytes())
 
@@ -366,6 +389,10 @@ class FakeLLMServer(FakeLLMApi):
             reply.call.ended = anyio.current_time()
         if reply.action != "send":
             return False  # leaving closes the connection: a drop, or the hang is over
+        if reply.stream is not None:
+            record = StreamRecord("", anyio.current_time())
+            self.streams.append(record)
+            return await play_on_socket(stream, reader, reply.stream, reply.headers, record)
         try:
             await stream.send(reply.encode())
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
