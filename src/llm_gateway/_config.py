@@ -460,6 +460,9 @@ def _models_problem(value: object) -> str | Item | None:
     return None
 
 
+TELEMETRY_MODES = ("auto", "on", "off")
+
+
 def _log_dir(value: str | os.PathLike[str] | None) -> str | None:
     return os.fspath(value) if isinstance(value, os.PathLike) else value
 
@@ -474,6 +477,14 @@ class GatewayConfig:
             ``None`` turns logging off.
         limit_groups: Budgets shared by several models (one API key or organisation), by
             name; a model joins one with ``limit_group``.
+        telemetry: OpenTelemetry spans and metrics (see ``docs/telemetry.md``): ``"auto"``
+            (default: on when ``opentelemetry-api`` is installed, e.g. with the ``otel``
+            extra), ``"on"`` (the same, and the gateway refuses to start without it) or
+            ``"off"``. The gateway uses the application's tracer and meter providers and never
+            configures exporters: with none configured, telemetry costs next to nothing.
+        telemetry_content: Opt-in: also put the prompt and completion text on each span
+            (``gen_ai.input.messages``, ``gen_ai.output.messages``). Off by default: spans
+            and metrics then hold metadata only, never message text.
     """
 
     models: Mapping[str, ModelConfig] = attrs.field(
@@ -484,6 +495,10 @@ class GatewayConfig:
     )
     limit_groups: Mapping[str, LimitGroup] = attrs.field(
         factory=dict, validator=V.str_mapping(values=V.instance_of(LimitGroup))
+    )
+    telemetry: str = attrs.field(default="auto", validator=V.one_of(*TELEMETRY_MODES))
+    telemetry_content: bool = attrs.field(
+        default=False, validator=V.check("a bool", lambda v: isinstance(v, bool))
     )
 
     def __attrs_post_init__(self) -> None:

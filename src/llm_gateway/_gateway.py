@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
+import importlib.util
 import math
 import os
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, Final, Literal, Self, cast, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, cast, overload
 
 import anyio
 import anyio.lowlevel
@@ -35,6 +36,10 @@ from ._stream import LLMStream
 from ._validators import did_you_mean
 from .providers._base import ProviderFactory
 from .providers._open import open_provider
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["Gateway", "LLMGateway"]
 
@@ -84,9 +89,14 @@ class Gateway(anyio.AsyncContextManagerMixin):
         provider_factory: Opens each model's provider (see
             :data:`llm_gateway.providers.ProviderFactory`); the built-in adapters by default.
             Test doubles such as ``MockLLMGateway`` plug their providers in here.
+        tracer_provider: With telemetry on (``GatewayConfig.telemetry``): where the spans
+            go, instead of OpenTelemetry's global tracer provider (see ``docs/telemetry.md``).
+        meter_provider: With telemetry on: where the metrics go, instead of the global meter
+            provider.
 
     Raises:
-        ConfigError: The configuration is invalid (the message names the field).
+        ConfigError: The configuration is invalid (the message names the field), or
+            ``telemetry = "on"`` without ``opentelemetry-api`` installed.
     """
 
     def __init__(
@@ -97,6 +107,8 @@ class Gateway(anyio.AsyncContextManagerMixin):
         models: Mapping[str, ModelConfig | Mapping[str, Any]] | None = None,
         record_to: str | os.PathLike[str] | None = None,
         provider_factory: ProviderFactory | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         if (config is None) == (models is None):
             raise ConfigError("give the gateway either a config or models=, exactly one of them")
@@ -113,6 +125,16 @@ class Gateway(anyio.AsyncContextManagerMixin):
         self._stats = StatsObserver(loaded.models, {m: c.pricing for m, c in loaded.models.items()})
         # The observers start with the gateway; their failure counts exist from the start.
         names = ["stats"] if loaded.log_dir is None else ["stats", JsonlLog.name]
+        # Telemetry needs the OpenTelemetry API; it is imported only when the gateway opens.
+        self._telemetry = loaded.telemetry != "off" and _otel_installed()
+        if loaded.telemetry == "on" and not self._telemetry:
+            raise ConfigError(
+                "GatewayConfig.telemetry is 'on' but opentelemetry-api is not installed; "
+                "install it (pip install 'trio-llm-gateway[otel]') or set telemetry to 'auto'"
+            )
+        if self._telemetry:
+            names.append("telemetry")
+        self._otel_providers = (tracer_provider, meter_provider)
         self._observers = Observers([], names=names)
         self._opened_at = self._closed_at = math.nan
         self._group_limiters = {
@@ -164,6 +186,8 @@ class Gateway(anyio.AsyncContextManagerMixin):
                         log = JsonlLog(self.config.log_dir, self._observers.report)
                         observers.append(log)
                         await tg.start(log.run)
+                    if self._telemetry:
+                        observers.extend(self._open_telemetry())
                     self._observers.set(observers)
                     for model_id, model in self.config.models.items():
                         self._lanes[model_id] = Lane(
@@ -202,6 +226,26 @@ class Gateway(anyio.AsyncContextManagerMixin):
             raise
         finally:
             self._state = _State.CLOSED
+
+    def _open_telemetry(self) -> list[Observer]:
+        """The telemetry observer; none if it cannot start (counted, like its failures)."""
+        tracer_provider, meter_provider = self._otel_providers
+        try:
+            from ._telemetry import Telemetry
+
+            return [
+                Telemetry(
+                    self.config.models,
+                    self._lanes,
+                    self._unique_provider_ids,
+                    content=self.config.telemetry_content,
+                    tracer_provider=tracer_provider,
+                    meter_provider=meter_provider,
+                )
+            ]
+        except Exception:
+            self._observers.report("telemetry", exc_info=True)
+            return []
 
     def _budget_for(self, model_id: str, model: ModelConfig) -> Budget:
         limiters = []
@@ -469,6 +513,14 @@ class Gateway(anyio.AsyncContextManagerMixin):
 
 LLMGateway = Gateway
 """The name the specification uses."""
+
+
+def _otel_installed() -> bool:
+    """Whether the OpenTelemetry API can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec("opentelemetry.trace") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 @asynccontextmanager

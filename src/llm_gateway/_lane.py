@@ -45,6 +45,7 @@ from ._observe import (
     FellBack,
     Finished,
     Observers,
+    Queued,
     RateLimited,
     Throttled,
 )
@@ -208,6 +209,7 @@ class Lane:
         entry.stream = stream
         future._entry = entry
         self._queue.push(entry, now)
+        self._observers.emit(Queued(self.model_id, entry, now))  # in the caller's task
         self._arrived(entry, now)
         self._wake()
         return entry
@@ -560,8 +562,9 @@ class Lane:
             has_fallback=bool(entry.fallbacks_left),
             jitter=jitter(entry.request.request_id, len(entry.failures)),
         )
+        delay_s = decision.delay_s if decision.action == "retry" else None
         self._observers.emit(
-            AttemptFailed(self.model_id, entry, error, "in_flight", decision.action)
+            AttemptFailed(self.model_id, entry, error, "in_flight", decision.action, delay_s)
         )
         if decision.action == "fail":
             final = self._final_error(entry, error, decision.reason)
@@ -606,7 +609,9 @@ class Lane:
         """Put ``entry`` back at the front of its line (a retry, or adopted from another lane)."""
         entry.state = QUEUED
         self._queue.push_front(entry)
-        self._arrived(entry, anyio.current_time())
+        now = anyio.current_time()
+        self._observers.emit(Queued(self.model_id, entry, now, retry=True))
+        self._arrived(entry, now)
         self._wake()
 
     def _arrived(self, entry: Entry, now: float) -> None:

@@ -29,11 +29,27 @@ __all__ = [
     "Finished",
     "Observer",
     "Observers",
+    "Queued",
     "RateLimited",
     "Throttled",
 ]
 
 logger = logging.getLogger("llm_gateway")
+
+
+@attrs.frozen
+class Queued:
+    """An entry entered the model's queue.
+
+    ``retry`` is false when the request was just accepted (emitted in the caller's task, so an
+    observer may read the caller's context then), true when it came back after a retry's
+    backoff or was adopted as a fallback.
+    """
+
+    model_id: str
+    entry: Entry
+    at: float
+    retry: bool = False
 
 
 @attrs.frozen
@@ -51,7 +67,8 @@ class AttemptFailed:
 
     ``error`` is ``None`` when a queued request moves on because the model's pause outlasts
     its deadline. ``phase`` is ``"in_flight"`` or ``"queued"``; ``decision`` is ``"retry"``,
-    ``"fallback"`` or ``"fail"``.
+    ``"fallback"`` or ``"fail"``; ``delay_s`` is the backoff before a retry (``None``
+    otherwise).
     """
 
     model_id: str
@@ -59,6 +76,7 @@ class AttemptFailed:
     error: BaseException | None
     phase: str
     decision: str
+    delay_s: float | None = None
 
 
 @attrs.frozen
@@ -122,7 +140,8 @@ class Throttled:
 
 
 Event = (
-    Dispatched
+    Queued
+    | Dispatched
     | AttemptFailed
     | Finished
     | BatchFinished
