@@ -210,7 +210,7 @@ def test_every_exit_resolves_every_request_once_and_lets_its_own_exception_out(
                 assert isinstance(error, GatewayClosedError), repr(error)
                 assert scenario.exit != "normal"
                 assert "aborted" in str(error)
-        assert stats.observer_errors == {"stats": 0, "jsonl_log": 0}
+        assert stats.observer_errors == {"stats": 0, "jsonl_log": 0, "telemetry": 0}
         # The logs are whole JSON lines.
         for file in Path(logs, "gateway").glob("*.jsonl"):
             for line in file.read_text().splitlines():
