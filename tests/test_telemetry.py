@@ -40,6 +40,7 @@ from llm_gateway import (
     LLMRequest,
     LLMResponse,
     ModelConfig,
+    ModelPricing,
     ProviderStatusError,
     RequestPriority,
     RetriesExhaustedError,
@@ -121,6 +122,8 @@ class ScriptedProvider:
             model=self.model_id,
             usage=Usage(input_tokens=3, output_tokens=5),
             finish_reason="stop",
+            # As the batch lane answers: with the provider batch's id.
+            batch_id="msgbatch_1" if request.request_id.startswith("batched") else None,
         )
 
 
@@ -443,6 +446,24 @@ async def test_the_gauges_show_queue_depth_per_priority_and_calls_in_flight(
         ]
         assert depth_low == [1]
     assert {p.value for p in otel.points("llm_gateway.queue.depth")} == {0}
+
+
+@pytest.mark.anyio
+async def test_cost_is_on_the_span_and_counted(otel: Telemetry) -> None:
+    pricing = ModelPricing(input_usd_per_mtok=1_000_000, output_usd_per_mtok=2_000_000)
+    models = {"priced": model(pricing=pricing), "free": model()}
+    async with scripted_gateway(models, otel) as gw:
+        priced = await gw.batch([ask("priced", request_id=f"p{i}") for i in range(2)])
+        await gw.request(ask("free", request_id="f"))
+        await gw.request(ask("free", request_id="batched"))
+    assert priced[0].cost_usd == 3 * 1 + 5 * 2
+    assert (otel.gateway_span("p0").attributes or {})["llm_gateway.cost_usd"] == 13
+    assert "llm_gateway.cost_usd" not in (otel.gateway_span("f").attributes or {})
+    assert "llm_gateway.batch_id" not in (otel.gateway_span("f").attributes or {})  # realtime
+    assert (otel.gateway_span("batched").attributes or {})["llm_gateway.batch_id"] == "msgbatch_1"
+    (cost,) = otel.points("llm_gateway.cost")
+    assert (cost.value, dict(cost.attributes)) == (26, {"llm_gateway.model_id": "priced"})
+    assert cost.value == gw.get_stats().total.cost_usd
 
 
 @pytest.mark.anyio

@@ -206,6 +206,11 @@ class Telemetry:
             unit="{response}",
             description="Rate-limit answers (HTTP 429) from the provider",
         )
+        self._cost = meter.create_counter(
+            "llm_gateway.cost",
+            unit="USD",
+            description="What answered requests cost (models with ModelConfig.pricing)",
+        )
         self._throttled = meter.create_counter(
             "llm_gateway.throttled",
             unit="s",
@@ -361,6 +366,8 @@ class Telemetry:
         self._duration.record(event.at - entry.enqueued_at, attributes)
         if response is not None:
             usage = response.usage
+            if response.cost_usd is not None:
+                self._cost.add(response.cost_usd, {"llm_gateway.model_id": event.model_id})
             self._tokens.record(usage.input_tokens, {**attributes, "gen_ai.token.type": "input"})
             self._tokens.record(usage.output_tokens, {**attributes, "gen_ai.token.type": "output"})
         trace_ = self._traces.pop(entry, None)
@@ -381,6 +388,10 @@ class Telemetry:
                 attributes["gen_ai.response.finish_reasons"] = [response.finish_reason]
             if response.provider_request_id is not None:
                 attributes["gen_ai.response.id"] = response.provider_request_id
+            if response.cost_usd is not None:
+                attributes["llm_gateway.cost_usd"] = response.cost_usd
+            if response.batch_id is not None:
+                attributes["llm_gateway.batch_id"] = response.batch_id
             if self._content:
                 attributes["gen_ai.output.messages"] = _output(response)
         span.set_attributes(attributes)
