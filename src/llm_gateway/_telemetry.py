@@ -74,7 +74,6 @@ _DURATION_BUCKETS = tuple(0.01 * 2**i for i in range(14))  # 0.01, 0.02, ... 81.
 _TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))  # 1, 4, 16, ... 67108864
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
-_PRIORITIES = tuple(p.name for p in RequestPriority)
 
 
 def trace_context_of(trace_id: str) -> SpanContext | None:
@@ -175,9 +174,12 @@ class Telemetry:
         self._model_ids = aliases  # LLMRequest.model may name a provider instead of a model id
         self._content = content
         self._traces: dict[Entry, _Trace] = {}
+        self._metric_attributes: dict[
+            tuple[str, str, str | None], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
+        ] = {}
         # Queued requests per (model id, priority), kept from events: the gauge's callback
         # may run on a metric reader's thread, where the lanes' queues must not be walked.
-        self._depth = {(m, p): 0 for m in models for p in _PRIORITIES}
+        self._depth = {(m, p): 0 for m in models for p in RequestPriority}
         self._duration = meter.create_histogram(
             "gen_ai.client.operation.duration",
             unit="s",
@@ -233,7 +235,7 @@ class Telemetry:
 
     def _observe_depth(self, options: CallbackOptions) -> Iterable[Observation]:
         return [
-            metrics.Observation(n, {"llm_gateway.model_id": m, "llm_gateway.priority": p})
+            metrics.Observation(n, {"llm_gateway.model_id": m, "llm_gateway.priority": p.name})
             for (m, p), n in list(self._depth.items())
         ]
 
@@ -267,7 +269,7 @@ class Telemetry:
     def _queued(self, event: Queued) -> None:
         entry = event.entry
         request = entry.request
-        self._depth[event.model_id, request.priority.name] += 1
+        self._depth[event.model_id, request.priority] += 1
         if event.retry:
             trace_ = self._traces.get(entry)
             if trace_ is not None:
@@ -304,7 +306,7 @@ class Telemetry:
     def _dispatched(self, event: Dispatched) -> None:
         depth, traces, model_id = self._depth, self._traces, event.model_id
         for entry in event.entries:
-            depth[model_id, entry.request.priority.name] -= 1
+            depth[model_id, entry.request.priority] -= 1
             trace_ = traces.get(entry)
             if trace_ is not None:
                 trace_.attempts += 1
@@ -313,7 +315,7 @@ class Telemetry:
     def _attempt_failed(self, event: AttemptFailed) -> None:
         entry = event.entry
         if event.phase == "queued":  # left a cooling model's queue for a fallback
-            self._depth[event.model_id, entry.request.priority.name] -= 1
+            self._depth[event.model_id, entry.request.priority] -= 1
         if event.decision == "retry":
             self._retries.add(1, {"llm_gateway.model_id": event.model_id})
         trace_ = self._traces.get(entry)
@@ -346,36 +348,57 @@ class Telemetry:
             trace_.chain.append(event.to_model_id)
             trace_.span.add_event("llm_gateway.fallback", attributes)
 
+    def _attributes_for(
+        self, requested: str, answering: str, error_type: str | None
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """The metrics' attributes (duration, input tokens, output tokens) of an outcome.
+
+        Built once per (requested model, answering model, error type): a request then records
+        its metrics without building any.
+        """
+        model = self._models[answering]
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": OPERATION,
+            "gen_ai.provider.name": model.provider,
+            "gen_ai.request.model": self._models[requested].model_name,
+        }
+        if error_type is None:
+            attributes["gen_ai.response.model"] = model.model_name
+        else:
+            attributes["error.type"] = error_type
+        return (
+            attributes,
+            {**attributes, "gen_ai.token.type": "input"},
+            {**attributes, "gen_ai.token.type": "output"},
+        )
+
     def _finished(self, event: Finished) -> None:
         entry = event.entry
         request = entry.request
         if event.phase == "queued":
-            self._depth[event.model_id, request.priority.name] -= 1
-        first = self._models[self._model_ids.get(request.model, request.model)]
-        answering = self._models[event.model_id]
+            self._depth[event.model_id, request.priority] -= 1
         response, error = event.response, event.error
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": OPERATION,
-            "gen_ai.provider.name": answering.provider,
-            "gen_ai.request.model": first.model_name,
-        }
-        if response is not None:
-            attributes["gen_ai.response.model"] = answering.model_name
-        else:
-            attributes["error.type"] = type(error).__name__
-        self._duration.record(event.at - entry.enqueued_at, attributes)
+        outcome = type(error).__name__ if response is None else None
+        requested = self._model_ids.get(request.model, request.model)
+        key = (requested, event.model_id, outcome)
+        metric_attributes = self._metric_attributes.get(key)
+        if metric_attributes is None:
+            metric_attributes = self._metric_attributes[key] = self._attributes_for(*key)
+        duration_attributes, input_attributes, output_attributes = metric_attributes
+        self._duration.record(event.at - entry.enqueued_at, duration_attributes)
         if response is not None:
             usage = response.usage
             if response.cost_usd is not None:
                 self._cost.add(response.cost_usd, {"llm_gateway.model_id": event.model_id})
-            self._tokens.record(usage.input_tokens, {**attributes, "gen_ai.token.type": "input"})
-            self._tokens.record(usage.output_tokens, {**attributes, "gen_ai.token.type": "output"})
+            self._tokens.record(usage.input_tokens, input_attributes)
+            self._tokens.record(usage.output_tokens, output_attributes)
         trace_ = self._traces.pop(entry, None)
         if trace_ is None:
             return
         span = trace_.span
         if event.phase == "queued":
             trace_.queued_s += event.at - trace_.queued_since
+        attributes = dict(duration_attributes)
         attributes["llm_gateway.attempts"] = trace_.attempts
         attributes["llm_gateway.queue_wait_s"] = trace_.queued_s
         attributes["llm_gateway.fallback_chain"] = trace_.chain
