@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import importlib
 import importlib.util
 import math
 import os
@@ -187,7 +188,7 @@ class Gateway(anyio.AsyncContextManagerMixin):
                         observers.append(log)
                         await tg.start(log.run)
                     if self._telemetry:
-                        observers.extend(self._open_telemetry())
+                        observers.extend(await self._open_telemetry())
                     self._observers.set(observers)
                     for model_id, model in self.config.models.items():
                         self._lanes[model_id] = Lane(
@@ -227,14 +228,16 @@ class Gateway(anyio.AsyncContextManagerMixin):
         finally:
             self._state = _State.CLOSED
 
-    def _open_telemetry(self) -> list[Observer]:
+    async def _open_telemetry(self) -> list[Observer]:
         """The telemetry observer; none if it cannot start (counted, like its failures)."""
         tracer_provider, meter_provider = self._otel_providers
         try:
-            from ._telemetry import Telemetry
-
+            # Off the loop: the OpenTelemetry API's first import takes some 20 ms.
+            telemetry = await anyio.to_thread.run_sync(
+                importlib.import_module, f"{__package__}._telemetry"
+            )
             return [
-                Telemetry(
+                telemetry.Telemetry(
                     self.config.models,
                     self._lanes,
                     self._unique_provider_ids,
