@@ -168,7 +168,8 @@ class GatewayStats:
         uptime_s: Seconds since the gateway opened.
         limit_groups: Each shared budget's figures, by group name.
         observer_errors: Failures of each observer (``"stats"``, ``"jsonl_log"``: a record
-            that could not be built or written, e.g. a full disk), by name. Observers only
+            that could not be built or written, e.g. a full disk; ``"telemetry"``: the
+            OpenTelemetry observer, see ``docs/telemetry.md``), by name. Observers only
             watch: their failures never touch a request.
     """
 
