@@ -671,6 +671,33 @@ def test_the_global_providers_are_used_by_default(backend: str) -> None:
     ]
 
 
+OFF_THE_LOOP = """
+import sys, threading, anyio
+from llm_gateway import Gateway, ModelConfig
+seen = {}
+sys.addaudithook(
+    lambda event, args: event == "import" and args[0] == "opentelemetry.trace"
+    and seen.setdefault("thread", threading.get_ident())
+)
+
+async def main():
+    async with Gateway(models={"m": ModelConfig(provider="mock", model_name="x")}, log_dir=None):
+        return threading.get_ident()
+
+loop_thread = anyio.run(main, backend=sys.argv[1])
+print("opentelemetry.trace" in sys.modules, seen["thread"] != loop_thread)
+"""
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_on_real_time_the_api_is_imported_off_the_event_loop(backend: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", OFF_THE_LOOP, backend], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]
+
+
 WITHOUT_OTEL = """
 import sys
 sys.modules["opentelemetry"] = None  # as if opentelemetry-api were not installed

@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import math
 import os
+import sys
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Literal, Self, cast, overload
@@ -31,7 +32,7 @@ from ._models import LLMRequest, LLMResponse, ModelProvider
 from ._observe import Observer, Observers
 from ._queue import Entry
 from ._ratelimit import Budget, RateLimiter
-from ._recording import CassetteRecorder, require_real_time
+from ._recording import CassetteRecorder, _virtual_clock, require_real_time
 from ._stats import GatewayStats, LimitGroupStats, StatsObserver
 from ._stream import LLMStream
 from ._validators import did_you_mean
@@ -232,10 +233,13 @@ class Gateway(anyio.AsyncContextManagerMixin):
         """The telemetry observer; none if it cannot start (counted, like its failures)."""
         tracer_provider, meter_provider = self._otel_providers
         try:
-            # Off the loop: the OpenTelemetry API's first import takes some 20 ms.
-            telemetry = await anyio.to_thread.run_sync(
-                importlib.import_module, f"{__package__}._telemetry"
-            )
+            name = f"{__package__}._telemetry"
+            if name in sys.modules or _virtual_clock() is not None:
+                # A virtual clock would jump ahead while a worker thread imports.
+                telemetry = importlib.import_module(name)
+            else:
+                # Off the loop: the OpenTelemetry API's first import takes some 20 ms.
+                telemetry = await anyio.to_thread.run_sync(importlib.import_module, name)
             return [
                 telemetry.Telemetry(
                     self.config.models,

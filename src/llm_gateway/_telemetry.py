@@ -375,6 +375,7 @@ class Telemetry:
     def _finished(self, event: Finished) -> None:
         entry = event.entry
         request = entry.request
+        trace_ = self._traces.pop(entry, None)  # first: nothing is kept if the rest fails
         if event.phase == "queued":
             self._depth[event.model_id, request.priority] -= 1
         response, error = event.response, event.error
@@ -392,7 +393,6 @@ class Telemetry:
                 self._cost.add(response.cost_usd, {"llm_gateway.model_id": event.model_id})
             self._tokens.record(usage.input_tokens, input_attributes)
             self._tokens.record(usage.output_tokens, output_attributes)
-        trace_ = self._traces.pop(entry, None)
         if trace_ is None:
             return
         span = trace_.span
