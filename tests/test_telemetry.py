@@ -467,6 +467,34 @@ async def test_cost_is_on_the_span_and_counted(otel: Telemetry) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_stream_has_its_time_to_first_token_and_the_callers_parent(
+    otel: Telemetry,
+) -> None:
+    app = otel.tracer_provider.get_tracer("app")
+    gw = Gateway(
+        GatewayConfig(models={"m": model(max_concurrency=1)}, log_dir=None),
+        tracer_provider=otel.tracer_provider,
+        meter_provider=otel.meter_provider,
+    )
+    async with gw:
+        with app.start_as_current_span("reader") as reader:
+            async with gw.stream(ask(request_id="s")) as stream:
+                text = "".join([chunk.text async for chunk in stream])
+        await gw.request(ask(request_id="plain"))
+    assert text
+    span = otel.gateway_span("s")
+    assert span.parent is not None
+    assert span.parent.span_id == reader.get_span_context().span_id
+    attributes = span.attributes or {}
+    assert attributes["llm_gateway.stream"] is True
+    ttft = gw.get_stats().models["m"].time_to_first_token_ms.p50 / 1000
+    assert attributes["llm_gateway.stream.time_to_first_token_s"] == pytest.approx(ttft, abs=1e-6)
+    plain = otel.gateway_span("plain").attributes or {}
+    assert "llm_gateway.stream" not in plain
+    assert "llm_gateway.stream.time_to_first_token_s" not in plain
+
+
+@pytest.mark.anyio
 async def test_cooldowns_rate_limits_and_throttling_are_counted(otel: Telemetry) -> None:
     models = {
         "m": mock_model(

@@ -403,6 +403,12 @@ class Telemetry:
         attributes["llm_gateway.queue_wait_s"] = trace_.queued_s
         attributes["llm_gateway.fallback_chain"] = trace_.chain
         attributes["llm_gateway.answered_by"] = event.model_id
+        stream = entry.stream
+        if stream is not None:
+            attributes["llm_gateway.stream"] = True
+            if stream.committed:  # from submission to the first content chunk, as in the stats
+                ttft = stream.committed_at - entry.enqueued_at
+                attributes["llm_gateway.stream.time_to_first_token_s"] = ttft
         if response is not None:
             usage = response.usage
             attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
