@@ -23,6 +23,7 @@ from llm_gateway import (
 )
 from llm_gateway._lane import Lane
 from llm_gateway._queue import Entry
+from llm_gateway._stream import ChunkSink
 from llm_gateway.providers import Provider
 
 
@@ -64,6 +65,36 @@ class RecordingProvider:
         error = self.fail(request)
         if error is not None:
             raise error
+        return LLMResponse(
+            request_id=request.request_id,
+            content=f"answer to {request.request_id}",
+            model=self.model_id,
+            usage=self.usage(request),
+            rate_limit_headers=self.headers(request),
+        )
+
+    async def stream(self, request: LLMRequest, sink: ChunkSink) -> LLMResponse:
+        """As :meth:`complete`, streamed: a scripted failure comes before the first chunk,
+        ``"answer to "`` at half the latency, the request id at the end."""
+        call = Call(request, self.model_id, anyio.current_time())
+        self.calls.append(call)
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        latency = self.latency(request)
+        try:
+            await anyio.sleep(latency / 2)
+            error = self.fail(request)
+            if error is not None:
+                raise error
+            await sink.send("answer to ")
+            await anyio.sleep(latency / 2)
+            await sink.send(request.request_id)
+        except anyio.get_cancelled_exc_class():
+            call.cancelled = True
+            raise
+        finally:
+            self.in_flight -= 1
+            call.ended = anyio.current_time()
         return LLMResponse(
             request_id=request.request_id,
             content=f"answer to {request.request_id}",

@@ -3,7 +3,8 @@ exactly once, and the exception leaving the block is the one that ended it.
 
 Hypothesis generates the moment and the manner of the exit (the block's own exception, a
 cancel scope around the block, KeyboardInterrupt, a timed shutdown, a plain exit) over a
-workload with logs on, on both backends and virtual time.
+workload with logs on (requests sent by ``submit()``, ``request()`` and ``stream()``), on both
+backends and virtual time.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Scenario:
     failing: list[bool]  # the first attempt of this request fails (retryable)
     gaps: list[float]
     via_request: list[bool]  # sent by gw.request() from an agent task (else by submit())
+    streamed: list[bool]  # an agent's request is streamed (gw.stream()) instead
 
 
 @st.composite
@@ -69,6 +71,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             st.lists(st.one_of(st.just(0.0), ms.map(lambda v: v / 10)), min_size=n, max_size=n)
         ),
         via_request=draw(st.lists(st.booleans(), min_size=n, max_size=n)),
+        streamed=draw(st.lists(st.booleans(), min_size=n, max_size=n)),
     )
 
 
@@ -85,6 +88,8 @@ class CountingGateway(RecordingGateway):
     """Keeps every future it accepts, ``request()``'s included (it goes through submit)."""
 
     accepted: list[ResponseFuture]
+    torn: list[str]  # streams that ended well with text other than their response's
+    read_through: list[str]  # streams whose caller's loop ended without an error
 
     async def submit(self, request: LLMRequest) -> ResponseFuture:
         future = await super().submit(request)
@@ -126,6 +131,8 @@ async def play(scenario: Scenario, logs: str) -> Played:
         log_dir=logs,
     )
     gateway.accepted = []
+    gateway.torn = []
+    gateway.read_through = []
     raised: BaseException | None = None
 
     escaped: BaseException | None = None
@@ -134,7 +141,16 @@ async def play(scenario: Scenario, logs: str) -> Played:
     async def ask_and_wait(i: int) -> None:
         # The outcome is checked on the future; a submission refused after the close is fine.
         with contextlib.suppress(Exception):
-            await gateway.request(ask("m", request_id=f"r{i}"))
+            if not scenario.streamed[i]:
+                await gateway.request(ask("m", request_id=f"r{i}"))
+                return
+            async with gateway.stream(ask("m", request_id=f"r{i}")) as stream:
+                assert stream._future is not None
+                gateway.accepted.append(stream._future)
+                text = "".join([chunk.text async for chunk in stream])
+            gateway.read_through.append(f"r{i}")
+            if text != stream.response.content:  # a stream that ends well is whole
+                gateway.torn.append(f"r{i}")
 
     async def submit_all(agents: anyio.abc.TaskGroup) -> None:
         for i, gap in enumerate(scenario.gaps):
@@ -196,14 +212,20 @@ def test_every_exit_resolves_every_request_once_and_lets_its_own_exception_out(
         total = stats.total
         # Every accepted request ended, exactly once (the stats count each ending once).
         assert all(f.done() for f in accepted)
+        assert not gateway.torn
         assert total.completed + total.failed + total.cancelled == len(accepted)
         assert (total.queued, total.in_flight, total.retrying) == (0, 0, 0)
         for fut in accepted:
             error = fut.exception()
+            rid = fut.request.request_id
+            i = int(rid[1:])
+            if scenario.via_request[i] and scenario.streamed[i] and scenario.exit == "normal":
+                # A stream's caller always hears its end: its loop ends, or raises the error.
+                assert (rid in gateway.read_through) == (error is None), rid
             if error is None:
                 assert isinstance(fut.result(), LLMResponse)
             elif isinstance(error, RequestCancelledError):
-                # Only request()'s own caller being cancelled cancels a request.
+                # Only request()'s (or stream()'s) own caller being cancelled cancels it.
                 assert scenario.via_request[int(fut.request.request_id[1:])]
                 assert scenario.exit != "normal"
             else:
