@@ -1,5 +1,6 @@
 """llm_gateway: a structured-concurrency gateway through which AI agents reach LLMs."""
 
+from ._batch_policy import BatchApiPolicy as BatchApiPolicy
 from ._config import CooldownPolicy as CooldownPolicy
 from ._config import GatewayConfig as GatewayConfig
 from ._config import LimitGroup as LimitGroup
@@ -10,6 +11,8 @@ from ._config import load_config as load_config
 from ._cost import ModelPricing as ModelPricing
 from ._exceptions import AuthenticationError as AuthenticationError
 from ._exceptions import BatchError as BatchError
+from ._exceptions import BatchExpiredError as BatchExpiredError
+from ._exceptions import BatchPendingError as BatchPendingError
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import GatewayClosedError as GatewayClosedError
 from ._exceptions import GatewayError as GatewayError
@@ -26,6 +29,7 @@ from ._exceptions import RequestValidationError as RequestValidationError
 from ._exceptions import RetriesExhaustedError as RetriesExhaustedError
 from ._exceptions import StreamInterruptedError as StreamInterruptedError
 from ._exceptions import UnknownModelError as UnknownModelError
+from ._exceptions import UnknownRequestError as UnknownRequestError
 from ._future import ResponseFuture as ResponseFuture
 from ._gateway import Gateway as Gateway
 from ._gateway import LLMGateway as LLMGateway
@@ -50,7 +54,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthenticationError",
+    "BatchApiPolicy",
     "BatchError",
+    "BatchExpiredError",
+    "BatchPendingError",
     "ConfigError",
     "CooldownPolicy",
     "Gateway",
@@ -91,6 +98,7 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "UnknownModelError",
+    "UnknownRequestError",
     "Usage",
     "load_config",
 ]

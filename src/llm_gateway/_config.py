@@ -24,6 +24,7 @@ import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
+from ._batch_policy import BatchApiPolicy
 from ._cost import ModelPricing
 from ._exceptions import ConfigError
 from ._models import ModelProvider, RequestPriority
@@ -31,6 +32,7 @@ from ._validators import CONFIG as V
 from ._validators import Check, Item, api_key, described, did_you_mean, to_tuple
 
 __all__ = [
+    "BatchApiPolicy",
     "CooldownPolicy",
     "GatewayConfig",
     "LimitGroup",
@@ -377,6 +379,9 @@ class ModelConfig:
             delta before it counts as failed (retried, or sent to a fallback, like a timeout);
             ``None`` for no limit besides ``timeout_s``. ``LLMRequest.first_token_timeout_s``
             overrides it per request.
+        batch_api: The model's batch lane (see :class:`BatchApiPolicy` and
+            ``docs/batch-api.md``): LOW requests through the provider's batch API, at half
+            price. Off by default.
     """
 
     provider: ModelProvider = attrs.field(converter=_to_provider, validator=_PROVIDER)
@@ -425,6 +430,9 @@ class ModelConfig:
         validator=V.optional(
             V.finite_number(min=0, allow_zero=False), fix="give seconds, or None for no limit"
         ),
+    )
+    batch_api: BatchApiPolicy = attrs.field(
+        factory=BatchApiPolicy, validator=V.instance_of(BatchApiPolicy)
     )
 
     def __attrs_post_init__(self) -> None:
@@ -485,6 +493,9 @@ class GatewayConfig:
         telemetry_content: Opt-in: also put the prompt and completion text on each span
             (``gen_ai.input.messages``, ``gen_ai.output.messages``). Off by default: spans
             and metrics then hold metadata only, never message text.
+        state_dir: Where the batch journal (``batch_journal.sqlite3``) lives, a path; ``None``
+            (default): ``04_state`` beside ``log_dir`` (in the same parent directory). A model
+            with ``batch_api`` enabled needs one of the two. See ``docs/batch-api.md``.
     """
 
     models: Mapping[str, ModelConfig] = attrs.field(
@@ -500,10 +511,30 @@ class GatewayConfig:
     telemetry_content: bool = attrs.field(
         default=False, validator=V.check("a bool", lambda v: isinstance(v, bool))
     )
+    state_dir: str | None = attrs.field(
+        default=None, converter=_log_dir, validator=V.optional(V.text(non_empty=True))
+    )
+
+    @property
+    def journal_dir(self) -> str | None:
+        """The batch journal's directory: ``state_dir``, else ``04_state`` beside ``log_dir``."""
+        if self.state_dir is not None:
+            return self.state_dir
+        if self.log_dir is None:
+            return None
+        return os.path.join(os.path.dirname(os.path.normpath(self.log_dir)), "04_state")
 
     def __attrs_post_init__(self) -> None:
         if not self.models:
             raise V.fail(self, "models", "is empty; configure at least one model")
+        if self.journal_dir is None:
+            for model_id, model in self.models.items():
+                if model.batch_api.enabled:
+                    raise ConfigError(
+                        f"models.{model_id}.batch_api is enabled, but the gateway has no "
+                        "state_dir for its batch journal (and no log_dir to put it beside); "
+                        "set state_dir"
+                    )
         for model_id, model in self.models.items():
             group = model.limit_group
             if group is not None and group not in self.limit_groups:

@@ -9,11 +9,13 @@ nor a key. The tree (a second base in parentheses)::
     ├── RequestValidationError (ValueError)   a bad value type, at the call that built it
     │   └── UnknownModelError                 the request names no configured model
     ├── GatewayClosedError (RuntimeError)     not open, shutting down, or shut down
+    │   └── BatchPendingError                 closed while in a provider batch: see the journal
     ├── QueueFullError                        submit_nowait found the queue full
     ├── RequestCancelledError                 cancelled by future.cancel() or its caller
     ├── RequestTimeoutError (TimeoutError)    the request's own deadline passed
     ├── BatchError                            some requests of Gateway.batch() failed
     ├── StreamInterruptedError                a stream broke after its first content delta
+    ├── UnknownRequestError (LookupError)     deferred_result: the journal holds no such id
     └── ProviderError                         the provider failed to answer
         ├── ProviderStatusError               an HTTP error status
         │   ├── RateLimitError                429
@@ -21,6 +23,7 @@ nor a key. The tree (a second base in parentheses)::
         ├── ProviderTimeoutError              no answer within the model's timeout_s
         ├── ProviderConnectionError           unreachable, or the connection broke
         ├── ProviderResponseError             a success answer the gateway cannot use
+        ├── BatchExpiredError                 its provider batch expired before processing it
         └── RetriesExhaustedError             retryable failures used up the retries
 """
 
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthenticationError",
     "BatchError",
+    "BatchExpiredError",
+    "BatchPendingError",
     "ConfigError",
     "GatewayClosedError",
     "GatewayError",
@@ -51,6 +56,7 @@ __all__ = [
     "RequestValidationError",
     "StreamInterruptedError",
     "UnknownModelError",
+    "UnknownRequestError",
 ]
 
 
@@ -222,3 +228,37 @@ class StreamInterruptedError(GatewayError):
         self.cause = cause
         self.chunks = chunks
         self.__cause__ = cause
+
+
+class BatchPendingError(GatewayClosedError):
+    """The gateway closed while the request waited for its provider batch.
+
+    The batch goes on at the provider, and the batch journal (``GatewayConfig.state_dir``)
+    keeps it: a gateway opened later on the same state directory polls it and keeps the
+    result, which ``await gw.deferred_result(request_id)`` returns. See ``docs/batch-api.md``.
+
+    Attributes:
+        request_id: The request's id (what ``deferred_result`` takes).
+        batch_id: The provider's id of the batch that holds it.
+    """
+
+    def __init__(self, message: str, *, request_id: str, batch_id: str) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+        self.batch_id = batch_id
+
+
+class BatchExpiredError(ProviderError):
+    """The provider's batch expired (24 hours) before it processed the request.
+
+    Raised when the model's ``BatchApiPolicy.on_expired`` is ``"fail"``, and by
+    ``deferred_result`` for such a request (the journal holds no prompt to send it again).
+    """
+
+
+class UnknownRequestError(GatewayError, LookupError):
+    """``deferred_result`` was given a request id that the batch journal does not hold.
+
+    It never went to a provider batch, its result was already collected (or delivered to its
+    caller), or it was kept longer than the journal's retention.
+    """

@@ -16,6 +16,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 
+from ._batch_lane import BatchLane, open_batch_apis
 from ._config import GatewayConfig, ModelConfig, load_config
 from ._exceptions import (
     BatchError,
@@ -24,8 +25,10 @@ from ._exceptions import (
     QueueFullError,
     RequestValidationError,
     UnknownModelError,
+    UnknownRequestError,
 )
 from ._future import ResponseFuture
+from ._journal import Journal
 from ._lane import Lane
 from ._logs import JsonlLog
 from ._models import LLMRequest, LLMResponse, ModelProvider
@@ -123,6 +126,7 @@ class Gateway(anyio.AsyncContextManagerMixin):
         self._record_to = None if record_to is None else os.fspath(record_to)
         self._provider_factory: ProviderFactory = provider_factory or open_provider
         self._lanes: dict[str, Lane] = {}
+        self._journal: Journal | None = None  # the batch journal (_journal.py), when in use
         self._quiet = anyio.Event()  # set when, shutting down, every lane has gone quiet
         self._stats = StatsObserver(loaded.models, {m: c.pricing for m, c in loaded.models.items()})
         # The observers start with the gateway; their failure counts exist from the start.
@@ -172,6 +176,7 @@ class Gateway(anyio.AsyncContextManagerMixin):
                     )
                     for model_id, model in self.config.models.items()
                 }
+                self._journal, batch_apis = await open_batch_apis(providers, self.config, opened)
                 recorder = None
                 if self._record_to is not None:
                     if self._provider_factory is open_provider and any(
@@ -201,6 +206,11 @@ class Gateway(anyio.AsyncContextManagerMixin):
                             self,
                             self._lanes,
                         )
+                    for model_id, api in batch_apis.items():
+                        assert self._journal is not None  # opened for every batch model
+                        lane = self._lanes[model_id]
+                        policy = self.config.models[model_id].batch_api
+                        lane.use_batch_api(BatchLane(lane, api, self._journal, policy))
                     for lane in self._lanes.values():
                         await tg.start(lane.run)
                     self._opened_at = anyio.current_time()
@@ -429,6 +439,37 @@ class Gateway(anyio.AsyncContextManagerMixin):
         if any(isinstance(r, BaseException) for r in results):
             raise BatchError(results)
         return cast(list[LLMResponse], results)
+
+    async def deferred_result(self, request_id: str) -> LLMResponse:
+        """The result of a request that its provider batch answered after its caller had gone.
+
+        A request of the batch lane whose gateway closed (or crashed) before its batch ended
+        (its caller got :class:`BatchPendingError`, or nothing) is kept in the batch journal
+        (``GatewayConfig.state_dir``); a gateway opened on the same state directory polls the
+        batch and keeps its result until collected here, at most 29 days after the batch
+        ended. Collecting removes it from the journal. Waits while the batch is still running.
+        See ``docs/batch-api.md``.
+
+        Returns:
+            The response (``batch_id`` set).
+
+        Raises:
+            UnknownRequestError: The journal holds no such request (never batched, already
+                collected or delivered, or past its retention), or there is no journal.
+            ProviderError: The provider answered this request with an error
+                (:class:`BatchExpiredError` if its batch expired first).
+            GatewayClosedError: The gateway is not open (or closed while waiting).
+        """
+        if self._state is not _State.OPEN:
+            raise GatewayClosedError(
+                "deferred_result() needs an open gateway: call it inside `async with`"
+            )
+        if self._journal is None:
+            raise UnknownRequestError(
+                f"no batch journal to find request {request_id!r} in: no model has batch_api "
+                "enabled and the state directory holds no journal"
+            )
+        return await self._journal.collect(request_id)
 
     # -- closing ------------------------------------------------------------------------------
 

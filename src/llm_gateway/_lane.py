@@ -58,6 +58,7 @@ from ._tokens import estimate_tokens, token_counter
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from ._batch_lane import BatchLane
     from ._config import ModelConfig
     from ._models import LLMRequest
     from ._ratelimit import Budget
@@ -149,13 +150,23 @@ class Lane:
         budget.add_listener(self._wake)
         self.closing = False  # accepts no new requests; dispatches what waits without delay
         self.aborted = False  # fails everything it holds or is given
+        self._batches: BatchLane | None = None  # the batch-API lane (_batch_lane.py), if any
+
+    def use_batch_api(self, batches: BatchLane) -> None:
+        """Send the LOW requests ``batches`` takes through the provider's batch API."""
+        self._batches = batches
 
     # -- figures (derived from the structures that hold the entries) ----------------------
 
     @property
     def quiet(self) -> bool:
         """Nothing queued, in flight or waiting to retry."""
-        return not self._queue.live and not self._running and not self._backoff
+        return (
+            not self._queue.live
+            and not self._running
+            and not self._backoff
+            and (self._batches is None or self._batches.quiet)
+        )
 
     def live(self, now: float) -> LiveFigures:
         requests, tokens = self._budget.remaining(now)
@@ -208,6 +219,9 @@ class Lane:
         )
         entry.stream = stream
         future._entry = entry
+        if self._batches is not None and stream is None and self._batches.takes(request):
+            self._batches.add(entry, now)
+            return entry
         self._queue.push(entry, now)
         self._observers.emit(Queued(self.model_id, entry, now))  # in the caller's task
         self._arrived(entry, now)
@@ -281,6 +295,8 @@ class Lane:
         entry.future._resolve(response, error)
         if entry.stream is not None:
             entry.stream.close()  # the caller's iteration ends after the buffered chunks
+        if self._batches is not None:
+            self._batches.forget(entry)
         now = anyio.current_time()
         self._observers.emit(
             Finished(self.model_id, entry, response, error, _PHASES[state], now, reported)
@@ -316,10 +332,14 @@ class Lane:
         """Accept nothing more; dispatch what waits without waiting for batches to fill."""
         self.closing = True
         self._wake()
+        if self._batches is not None:
+            self._batches.wake()
 
     def abort(self, reason: str) -> None:
         """Fail every request this lane holds, now (synchronous: usable while cancelled)."""
         self.closing = self.aborted = True
+        if self._batches is not None:
+            self._batches.abort(reason)
         for entry in [*self._queue.take_all(), *self._running, *self._backoff]:
             self._finish(entry, error=GatewayClosedError(entry.describe(f"was aborted: {reason}")))
         self._wake()
@@ -331,6 +351,8 @@ class Lane:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                if self._batches is not None:
+                    await tg.start(self._batches.run)
                 task_status.started()
                 await self._dispatch_forever()
         finally:

@@ -10,6 +10,8 @@ from ..providers._mock import MockRecording as MockRecording
 from ..providers._mock import MockScript as MockScript
 from ..providers._mock import RequestContent as RequestContent
 from ..providers._mock import request_digest as request_digest
+from ._fake_batch_api import FakeBatch as FakeBatch
+from ._fake_batch_api import FakeBatchApi as FakeBatchApi
 from ._fake_server import FakeLLMApi as FakeLLMApi
 from ._fake_server import FakeLLMServer as FakeLLMServer
 from ._fake_server import FakeReply as FakeReply
@@ -26,6 +28,8 @@ from ._mock_gateway import MockLLMGateway as MockLLMGateway
 
 __all__ = [
     "CassetteMissError",
+    "FakeBatch",
+    "FakeBatchApi",
     "FakeLLMApi",
     "FakeLLMServer",
     "FakeReply",

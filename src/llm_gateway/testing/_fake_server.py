@@ -28,6 +28,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .._tokens import heuristic_count
 from ._fake_sse import Step, StreamFault, StreamRecord, mock_response, play_on_socket, sse_steps
+from ._fake_batch_api import FakeBatchApi
 from ._faults import MALFORMED_BODY, Fault, FaultCall, FaultPlan, content_text
 
 if TYPE_CHECKING:
@@ -149,6 +150,9 @@ class FakeLLMApi:
         faults: The fault plan, if any.
         stream_faults: Faults for the next streamed answers, in order.
         streams: Every streamed answer, as played (:class:`~llm_gateway.testing.StreamRecord`).
+        batches: The batch APIs (Anthropic Message Batches, OpenAI Batch): a
+            :class:`~llm_gateway.testing.FakeBatchApi` (processing delay, scripted errors and
+            expiries, the batches received).
     """
 
     def __init__(self, faults: FaultPlan | None = None) -> None:
@@ -157,6 +161,7 @@ class FakeLLMApi:
         self._ids = itertools.count(1)
         self.stream_faults: list[StreamFault | None] = []
         self.streams: list[StreamRecord] = []
+        self.batches = FakeBatchApi(self)
 
     # -- answers ----------------------------------------------------------------------------
 
@@ -182,6 +187,9 @@ class FakeLLMApi:
             return self._streamed(request, self._chat_completion(request.json()))
         if request.method == "POST" and request.path == "/v1/messages":
             return self._streamed(request, self._anthropic_message(request.json()))
+        batch_reply = self.batches.answer(request)
+        if batch_reply is not None:
+            return batch_reply
         return FakeReply(
             404,
             {"error": {"type": "not_found_error", "message": f"no route {request.path}"}},
