@@ -71,9 +71,11 @@ async def tick() -> None:
         await anyio.sleep(1)
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (on the virtual clock) until ``condition()`` holds."""
-    while not condition():  # noqa: ASYNC110 - the fake's state has no event to wait on
+async def until(condition: Callable[[], bool], within_s: float = 86400.0) -> None:
+    """Wait (on the virtual clock) until ``condition()`` holds; fail after ``within_s``."""
+    give_up = anyio.current_time() + within_s
+    while not condition():
+        assert anyio.current_time() < give_up, "the condition never held"
         await anyio.sleep(0.5)
 
 
