@@ -27,8 +27,8 @@ from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .._tokens import heuristic_count
-from ._fake_sse import Step, StreamFault, StreamRecord, mock_response, play_on_socket, sse_steps
 from ._fake_batch_api import FakeBatchApi
+from ._fake_sse import Step, StreamFault, StreamRecord, mock_response, play_on_socket, sse_steps
 from ._faults import MALFORMED_BODY, Fault, FaultCall, FaultPlan, content_text
 
 if TYPE_CHECKING:
