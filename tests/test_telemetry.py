@@ -648,8 +648,8 @@ async def test_telemetry_off_records_nothing(otel: Telemetry) -> None:
     assert otel.points(DURATION) == []
 
 
-def run_python(code: str) -> str:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+def run_python(code: str, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
@@ -699,6 +699,44 @@ def test_the_global_providers_are_used_by_default(backend: str) -> None:
     ]
 
 
+LATE_SETUP = """
+import sys, anyio
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from llm_gateway import Gateway, LLMMessage, LLMRequest, ModelConfig
+
+exporter = InMemorySpanExporter()
+
+async def main():
+    gw = Gateway(models={"m": ModelConfig(provider="mock", model_name="x")}, log_dir=None)
+    async with gw:
+        ask = lambda i: LLMRequest(model="m", messages=[LLMMessage("user", "hi")], request_id=i)
+        await gw.request(ask("before"))
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)  # configured after the gateway opened
+        await gw.request(ask("at once"))
+        await anyio.sleep(1.0)
+        await gw.request(ask("a second later"))
+
+anyio.run(main, backend=sys.argv[1])
+print([s.attributes["llm_gateway.request_id"] for s in exporter.get_finished_spans()])
+"""
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_a_global_provider_configured_after_the_gateway_opened_gets_spans_within_a_second(
+    backend: str,
+) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", LATE_SETUP, backend], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['a second later']"
+
+
 OFF_THE_LOOP = """
 import sys, threading, anyio
 from llm_gateway import Gateway, ModelConfig
@@ -719,11 +757,7 @@ print("opentelemetry.trace" in sys.modules, seen["thread"] != loop_thread)
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
 def test_on_real_time_the_api_is_imported_off_the_event_loop(backend: str) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", OFF_THE_LOOP, backend], capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True", "True"]
+    assert run_python(OFF_THE_LOOP, backend).split() == ["True", "True"]
 
 
 WITHOUT_OTEL = """

@@ -23,6 +23,7 @@ opt-in; never an error's message (a provider's error may quote the prompt), neve
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import (
     NonRecordingSpan,
+    ProxyTracerProvider,
     SpanContext,
     SpanKind,
     Status,
@@ -68,6 +70,9 @@ SCOPE = "llm_gateway"
 """The instrumentation scope name of the gateway's spans and metrics."""
 
 OPERATION = "chat"
+
+UNCONFIGURED_RECHECK_S = 1.0
+"""How often (s) telemetry on the global providers asks whether one was configured since."""
 
 # The GenAI semantic conventions' advised buckets.
 _DURATION_BUCKETS = tuple(0.01 * 2**i for i in range(14))  # 0.01, 0.02, ... 81.92
@@ -168,6 +173,8 @@ class Telemetry:
         from . import __version__
 
         self._tracer = trace.get_tracer(SCOPE, __version__, tracer_provider)
+        # With the global provider: until when (loop time) none is known to be configured.
+        self._unconfigured_until = -math.inf if tracer_provider is None else math.nan
         meter = metrics.get_meter(SCOPE, __version__, meter_provider)
         self._models = {model_id: _Model(config) for model_id, config in models.items()}
         self._lanes = lanes
@@ -266,6 +273,25 @@ class Telemetry:
         elif isinstance(event, RateLimited):
             self._rate_limited.add(1, {"llm_gateway.model_id": event.model_id})
 
+    def _unconfigured(self, now: float) -> bool:
+        """Whether the application has configured no global tracer provider (yet).
+
+        Asking the API costs about as much as starting a no-op span (it reads the
+        environment), so the answer is kept for a second: an application that configures
+        OpenTelemetry after the gateway opened gets its spans within a second. Once a provider
+        is configured, it stays so (the API sets the global provider once).
+        """
+        until = self._unconfigured_until
+        if until != until:  # NaN: a provider was given or found; never ask again
+            return False
+        if now < until:
+            return True
+        if isinstance(trace.get_tracer_provider(), ProxyTracerProvider):
+            self._unconfigured_until = now + UNCONFIGURED_RECHECK_S
+            return True
+        self._unconfigured_until = math.nan
+        return False
+
     def _queued(self, event: Queued) -> None:
         entry = event.entry
         request = entry.request
@@ -274,6 +300,8 @@ class Telemetry:
             trace_ = self._traces.get(entry)
             if trace_ is not None:
                 trace_.queued_since = event.at
+            return
+        if self._unconfigured(event.at):
             return
         # In the caller's task: its current context is the span's parent.
         parent = otel_context.get_current()
