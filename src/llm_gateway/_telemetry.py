@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -225,6 +225,16 @@ class Telemetry:
             unit="s",
             description="Time a model's queue waited for rate-limit budget",
         )
+        self._handlers: dict[type[Any], Callable[[Any], None]] = {
+            Queued: self._queued,
+            Dispatched: self._dispatched,
+            Finished: self._finished,
+            AttemptFailed: self._attempt_failed,
+            FellBack: self._fell_back,
+            Throttled: self._throttled_for,
+            CooldownStarted: self._cooldown_started,
+            RateLimited: self._rate_limited_by,
+        }
         meter.create_observable_gauge(
             "llm_gateway.queue.depth",
             callbacks=[self._observe_depth],
@@ -256,22 +266,19 @@ class Telemetry:
     # -- events (on the event loop's thread) ------------------------------------------------
 
     def observe(self, event: Event) -> None:
-        if isinstance(event, Queued):
-            self._queued(event)
-        elif isinstance(event, Dispatched):
-            self._dispatched(event)
-        elif isinstance(event, Finished):
-            self._finished(event)
-        elif isinstance(event, AttemptFailed):
-            self._attempt_failed(event)
-        elif isinstance(event, FellBack):
-            self._fell_back(event)
-        elif isinstance(event, Throttled):
-            self._throttled.add(event.seconds, {"llm_gateway.model_id": event.model_id})
-        elif isinstance(event, CooldownStarted):
-            self._cooldowns.add(1, {"llm_gateway.model_id": event.model_id})
-        elif isinstance(event, RateLimited):
-            self._rate_limited.add(1, {"llm_gateway.model_id": event.model_id})
+        # One lookup by type: most events (BatchFinished, ...) need nothing from telemetry.
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    def _throttled_for(self, event: Throttled) -> None:
+        self._throttled.add(event.seconds, {"llm_gateway.model_id": event.model_id})
+
+    def _cooldown_started(self, event: CooldownStarted) -> None:
+        self._cooldowns.add(1, {"llm_gateway.model_id": event.model_id})
+
+    def _rate_limited_by(self, event: RateLimited) -> None:
+        self._rate_limited.add(1, {"llm_gateway.model_id": event.model_id})
 
     def _unconfigured(self, now: float) -> bool:
         """Whether the application has configured no global tracer provider (yet).
