@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -47,11 +48,12 @@ from llm_gateway import (
     RetryPolicy,
     Usage,
 )
-from llm_gateway.providers import Provider
-from llm_gateway.testing import strategies
+from llm_gateway.providers import Provider, open_provider
+from llm_gateway.testing import FakeLLMApi, strategies
 
 from ._support import ask, mock_model
 from .conftest import run_on_virtual_time
+from .test_batch_api import batch_model, low
 
 Fail = Callable[[LLMRequest, str], BaseException | None]
 
@@ -492,6 +494,50 @@ async def test_a_stream_has_its_time_to_first_token_and_the_callers_parent(
     plain = otel.gateway_span("plain").attributes or {}
     assert "llm_gateway.stream" not in plain
     assert "llm_gateway.stream.time_to_first_token_s" not in plain
+
+
+@pytest.mark.anyio
+async def test_a_batch_api_request_is_one_span_with_its_batch_and_no_queue_depth(
+    otel: Telemetry, tmp_path: Path
+) -> None:
+    api = FakeLLMApi()
+    api.batches.processing_delay_s = 600.0
+    model_config = batch_model("anthropic", window_s=60.0, poll_interval_s=30.0)
+
+    def factory(model_id: str, config: ModelConfig) -> Any:
+        return open_provider(model_id, config, http_client=api.mock_client())
+
+    app = otel.tracer_provider.get_tracer("app")
+    gw = Gateway(
+        GatewayConfig(models={"m": model_config}, log_dir=None, state_dir=str(tmp_path)),
+        provider_factory=factory,
+        tracer_provider=otel.tracer_provider,
+        meter_provider=otel.meter_provider,
+    )
+    async with gw:
+        # The SDK's first call works in a worker thread (the virtual clock may jump): warm up.
+        await gw.request(low("warm-up", priority="high"))
+        with app.start_as_current_span("nightly job") as job:
+            kept = await gw.submit(low("summarise", request_id="kept"))
+            dropped = await gw.submit(low("never mind", request_id="dropped"))
+        dropped.cancel()  # while gathering
+        await anyio.sleep(1)
+        assert {p.value for p in otel.points("llm_gateway.queue.depth")} == {0}
+        answer = await kept
+    assert answer.batch_id is not None
+    span = otel.gateway_span("kept")
+    assert span.parent is not None
+    assert span.parent.span_id == job.get_span_context().span_id
+    attributes = span.attributes or {}
+    assert attributes["llm_gateway.batch_api"] is True
+    assert attributes["llm_gateway.batch_id"] == answer.batch_id
+    assert attributes["llm_gateway.cost_usd"] == answer.cost_usd
+    assert attributes["llm_gateway.attempts"] == 1
+    assert attributes["llm_gateway.queue_wait_s"] == pytest.approx(60.0, abs=1e-3)  # gathering
+    cancelled = otel.gateway_span("dropped").attributes or {}
+    assert cancelled["error.type"] == "RequestCancelledError"
+    assert cancelled["llm_gateway.attempts"] == 0
+    assert {p.value for p in otel.points("llm_gateway.queue.depth")} == {0}
 
 
 @pytest.mark.anyio

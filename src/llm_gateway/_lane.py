@@ -221,6 +221,7 @@ class Lane:
         future._entry = entry
         if self._batches is not None and stream is None and self._batches.takes(request):
             self._batches.add(entry, now)
+            self._observers.emit(Queued(self.model_id, entry, now, batch_api=True))
             return entry
         self._queue.push(entry, now)
         self._observers.emit(Queued(self.model_id, entry, now))  # in the caller's task

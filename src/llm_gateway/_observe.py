@@ -43,13 +43,16 @@ class Queued:
 
     ``retry`` is false when the request was just accepted (emitted in the caller's task, so an
     observer may read the caller's context then), true when it came back after a retry's
-    backoff or was adopted as a fallback.
+    backoff or was adopted as a fallback (or left the batch lane for realtime).
+    ``batch_api``: the accepted request went to the model's batch lane (it gathers there for
+    the provider's batch API, in no line of the queue).
     """
 
     model_id: str
     entry: Entry
     at: float
     retry: bool = False
+    batch_api: bool = False
 
 
 @attrs.frozen

@@ -101,10 +101,11 @@ def trace_context_of(trace_id: str) -> SpanContext | None:
 class _Trace:
     """One request's span and what the span's end needs to know."""
 
-    __slots__ = ("attempts", "chain", "queued_s", "queued_since", "span")
+    __slots__ = ("attempts", "chain", "gathering", "queued_s", "queued_since", "span")
 
-    def __init__(self, span: Span, model_id: str, at: float) -> None:
+    def __init__(self, span: Span, model_id: str, at: float, gathering: bool) -> None:
         self.span = span
+        self.gathering = gathering  # in the batch lane, not yet in a provider batch
         self.attempts = 0
         self.chain = [model_id]
         self.queued_s = 0.0
@@ -181,6 +182,7 @@ class Telemetry:
         self._model_ids = aliases  # LLMRequest.model may name a provider instead of a model id
         self._content = content
         self._traces: dict[Entry, _Trace] = {}
+        self._gathering: set[Entry] = set()  # accepted by a batch lane, not ended or requeued
         self._metric_attributes: dict[
             tuple[str, str, str | None], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
         ] = {}
@@ -302,10 +304,15 @@ class Telemetry:
     def _queued(self, event: Queued) -> None:
         entry = event.entry
         request = entry.request
-        self._depth[event.model_id, request.priority] += 1
+        if event.batch_api:  # gathering for the batch API: not in the queue's depth
+            self._gathering.add(entry)
+        else:
+            self._depth[event.model_id, request.priority] += 1
         if event.retry:
+            self._gathering.discard(entry)
             trace_ = self._traces.get(entry)
             if trace_ is not None:
+                self._gathered(trace_, entry, event.at)
                 trace_.queued_since = event.at
             return
         if self._unconfigured(event.at):
@@ -322,7 +329,7 @@ class Telemetry:
         span = self._tracer.start_span(model.span_name, parent, SpanKind.CLIENT)
         if not span.is_recording():  # no tracer provider configured, or not sampled
             return
-        self._traces[entry] = _Trace(span, event.model_id, event.at)
+        self._traces[entry] = _Trace(span, event.model_id, event.at, event.batch_api)
         attributes = dict(model.attributes)
         attributes["gen_ai.request.temperature"] = request.temperature
         if request.max_tokens is not None:
@@ -334,9 +341,28 @@ class Telemetry:
             attributes["llm_gateway.agent_id"] = request.agent_id
         if request.trace_id is not None:
             attributes["llm_gateway.trace_id"] = request.trace_id
+        if event.batch_api:
+            attributes["llm_gateway.batch_api"] = True
         if self._content:
             attributes["gen_ai.input.messages"] = _messages(request)
         span.set_attributes(attributes)
+
+    @staticmethod
+    def _gathered(trace_: _Trace, entry: Entry, now: float) -> None:
+        """Count a batch-lane request's gathering as queue wait, and its batch as an attempt.
+
+        The batch lane sends no events of its own: a request that left for a provider batch
+        has its ``dispatched_at`` set; one that never did gathered until ``now``.
+        """
+        if not trace_.gathering:
+            return
+        trace_.gathering = False
+        dispatched_at = entry.dispatched_at
+        if dispatched_at == dispatched_at:  # not NaN: it went into a provider batch
+            trace_.attempts += 1
+            trace_.queued_s += dispatched_at - trace_.queued_since
+        else:
+            trace_.queued_s += now - trace_.queued_since
 
     def _dispatched(self, event: Dispatched) -> None:
         depth, traces, model_id = self._depth, self._traces, event.model_id
@@ -411,7 +437,10 @@ class Telemetry:
         entry = event.entry
         request = entry.request
         trace_ = self._traces.pop(entry, None)  # first: nothing is kept if the rest fails
-        if event.phase == "queued":
+        gathering = self._gathering
+        if gathering and entry in gathering:  # a batch-lane request: never in the depth
+            gathering.discard(entry)
+        elif event.phase == "queued":
             self._depth[event.model_id, request.priority] -= 1
         response, error = event.response, event.error
         outcome = type(error).__name__ if response is None else None
@@ -431,7 +460,9 @@ class Telemetry:
         if trace_ is None:
             return
         span = trace_.span
-        if event.phase == "queued":
+        if trace_.gathering:
+            self._gathered(trace_, entry, event.at)
+        elif event.phase == "queued":
             trace_.queued_s += event.at - trace_.queued_since
         attributes = dict(duration_attributes)
         attributes["llm_gateway.attempts"] = trace_.attempts
