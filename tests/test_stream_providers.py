@@ -210,7 +210,8 @@ async def test_a_stall_past_first_token_timeout_falls_back(kind: str) -> None:
     stalled = server.streams[0]
     assert stalled.how == "client_closed"
     assert stalled.ended is not None
-    assert 0.3 <= stalled.ended - stalled.started < 1.0  # the first-token timeout
+    # The first-token timer started when the attempt did, a moment before the server began.
+    assert 0.25 <= stalled.ended - stalled.started < 1.0
     assert 0.3 <= took < 1.0
     assert (stats.models["a"].fallbacks, stats.models["b"].completed) == (1, 1)
 
