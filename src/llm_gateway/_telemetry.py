@@ -78,6 +78,8 @@ UNCONFIGURED_RECHECK_S = 1.0
 _DURATION_BUCKETS = tuple(0.01 * 2**i for i in range(14))  # 0.01, 0.02, ... 81.92
 _TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))  # 1, 4, 16, ... 67108864
 
+_SET_AT_START = frozenset({"gen_ai.operation.name", "gen_ai.request.model"})
+
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -464,7 +466,10 @@ class Telemetry:
             self._gathered(trace_, entry, event.at)
         elif event.phase == "queued":
             trace_.queued_s += event.at - trace_.queued_since
-        attributes = dict(duration_attributes)
+        # The operation and the requested model are on the span since its start.
+        attributes: dict[str, Any] = {
+            k: v for k, v in duration_attributes.items() if k not in _SET_AT_START
+        }
         attributes["llm_gateway.attempts"] = trace_.attempts
         attributes["llm_gateway.queue_wait_s"] = trace_.queued_s
         attributes["llm_gateway.fallback_chain"] = trace_.chain
