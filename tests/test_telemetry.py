@@ -48,6 +48,7 @@ from llm_gateway import (
     RetryPolicy,
     Usage,
 )
+from llm_gateway._telemetry import trace_context_of
 from llm_gateway.providers import Provider, open_provider
 from llm_gateway.testing import FakeLLMApi, strategies
 
@@ -406,6 +407,28 @@ async def test_a_request_trace_id_joins_that_trace_when_no_span_is_active(
     assert inside.context.trace_id == caller.get_span_context().trace_id
     assert inside.parent is not None
     assert inside.parent.span_id == caller.get_span_context().span_id
+
+
+@pytest.mark.parametrize(
+    ("trace_id", "expected"),
+    [
+        ("4bf92f3577b34da6a3ce929d0e0e4736", 0x4BF92F3577B34DA6A3CE929D0E0E4736),
+        ("4BF92F35-77B3-4DA6-A3CE-929D0E0E4736", 0x4BF92F3577B34DA6A3CE929D0E0E4736),
+        ("0" * 32, None),  # the invalid trace id
+        ("4bf92f3577b34da6a3ce929d0e0e473", None),  # 31 digits
+        ("4bf92f3577b34da6a3ce929d0e0e4736ff", None),
+        ("zbf92f3577b34da6a3ce929d0e0e4736", None),
+        ("run-42", None),
+    ],
+)
+def test_which_trace_ids_name_a_trace(trace_id: str, expected: int | None) -> None:
+    context = trace_context_of(trace_id)
+    if expected is None:
+        assert context is None
+    else:
+        assert context is not None and context.is_valid and context.is_remote
+        assert context.trace_id == expected
+        assert context.trace_flags.sampled
 
 
 # -- metrics ----------------------------------------------------------------------------------
