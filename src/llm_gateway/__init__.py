@@ -46,6 +46,7 @@ from ._stats import GatewayStats as GatewayStats
 from ._stats import LatencySummary as LatencySummary
 from ._stats import LimitGroupStats as LimitGroupStats
 from ._stats import ModelStats as ModelStats
+from ._stats import SharedStateStats as SharedStateStats
 from ._stream import LLMStream as LLMStream
 from ._stream import StreamChunk as StreamChunk
 from ._stream import ToolCallDelta as ToolCallDelta
@@ -78,6 +79,7 @@ __all__ = [
     "ModelPricing",
     "ModelProvider",
     "ModelStats",
+    "SharedStateStats",
     "ProviderConnectionError",
     "ProviderError",
     "ProviderResponseError",

@@ -319,6 +319,55 @@ _ENDPOINT = Check(
 )
 
 
+def _shared_state_problem(value: object) -> str | Item | None:
+    # The message never quotes the URL: it may hold a password.
+    if value is None:
+        return None
+    problem = V.text(non_empty=True).problem(value)
+    if problem is not None:
+        return problem
+    assert isinstance(value, str)
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        return "got a URL with whitespace or control characters (the URL is not shown)"
+    try:
+        parts = urllib.parse.urlsplit(value)
+        no_port = parts.port == 0  # reading the port raises ValueError for a bad one
+    except ValueError:
+        return "got a str that is not a URL, or with a bad port (the URL is not shown)"
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname or no_port:
+        return "got a str that is not a redis:// URL with a host (the URL is not shown)"
+    db = parts.path.strip("/")
+    if db and not (db.isascii() and db.isdigit()):
+        return f"got a database {db!r} that is not a number"
+    return None
+
+
+_SHARED_STATE = Check(
+    V.error,
+    "a redis:// or rediss:// URL, or None",
+    _shared_state_problem,
+    "e.g. 'redis://localhost:6379/0' (a password goes in the user-info: redis://:pw@host:6379/0)",
+)
+
+
+def _prefix_problem(value: object) -> str | Item | None:
+    problem = V.text(non_empty=True).problem(value)
+    if problem is not None:
+        return problem
+    assert isinstance(value, str)
+    if len(value) > 100 or not all(ch.isascii() and (ch.isalnum() or ch in "_-.:") for ch in value):
+        return f"got {value!r}"
+    return None
+
+
+_SHARED_PREFIX = Check(
+    V.error,
+    "at most 100 letters, digits and _-.:",
+    _prefix_problem,
+    "e.g. 'llm_gateway' or 'prod:team-a'",
+)
+
+
 def _fallbacks(value: Iterable[str]) -> tuple[str, ...]:
     result: tuple[str, ...] = to_tuple(value)
     return result
@@ -496,6 +545,17 @@ class GatewayConfig:
         state_dir: Where the batch journal (``batch_journal.sqlite3``) lives, a path; ``None``
             (default): ``04_state`` beside ``log_dir`` (in the same parent directory). A model
             with ``batch_api`` enabled needs one of the two. See ``docs/batch-api.md``.
+        shared_state: A Redis (or Valkey) URL, ``redis://host:port/db`` (``rediss://`` for
+            TLS; a password goes in the user-info and is never shown). When set, every
+            model's and limit group's books, 429 pauses and provider header hints are shared
+            by every gateway using the same server and ``shared_prefix`` (see
+            ``docs/ratelimits.md``; needs ``pip install 'trio-llm-gateway[redis]'``).
+            ``None`` (the default) keeps them in this process.
+        shared_prefix: The key prefix of the shared books: gateways share budgets exactly
+            when they use the same server and prefix (and the same model ids and groups).
+        expected_processes: How many gateways share the limits. While Redis is unreachable,
+            each paces with its local books at the limits divided by this; ``None`` keeps
+            the whole limits locally.
     """
 
     models: Mapping[str, ModelConfig] = attrs.field(
@@ -513,6 +573,13 @@ class GatewayConfig:
     )
     state_dir: str | None = attrs.field(
         default=None, converter=_log_dir, validator=V.optional(V.text(non_empty=True))
+    )
+    shared_state: str | None = attrs.field(
+        default=None, validator=_SHARED_STATE, repr=_endpoint_repr
+    )
+    shared_prefix: str = attrs.field(default="llm_gateway", validator=_SHARED_PREFIX)
+    expected_processes: int | None = attrs.field(
+        default=None, validator=V.optional(V.positive_int, fix="None keeps the whole limits")
     )
 
     @property

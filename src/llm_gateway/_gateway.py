@@ -9,7 +9,7 @@ import math
 import os
 import sys
 from collections.abc import AsyncGenerator, Iterable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Final, Literal, Self, cast, overload
 
 import anyio
@@ -36,6 +36,7 @@ from ._observe import Observer, Observers
 from ._queue import Entry
 from ._ratelimit import Budget, RateLimiter
 from ._recording import CassetteRecorder, _virtual_clock, require_real_time
+from ._shared_limits import SharedBooks
 from ._stats import GatewayStats, LimitGroupStats, StatsObserver
 from ._stream import LLMStream
 from ._validators import did_you_mean
@@ -143,8 +144,11 @@ class Gateway(anyio.AsyncContextManagerMixin):
         self._otel_providers = (tracer_provider, meter_provider)
         self._observers = Observers([], names=names)
         self._opened_at = self._closed_at = math.nan
+        # Rate-limit books in Redis (shared by every gateway on it), or None: in this process.
+        self._shared = SharedBooks.from_config(loaded)
         self._group_limiters = {
-            name: RateLimiter(
+            name: self._limiter(
+                f"group {name!r}",
                 f"limit group {name!r}",
                 g.max_requests_per_minute,
                 g.max_tokens_per_minute,
@@ -187,7 +191,9 @@ class Gateway(anyio.AsyncContextManagerMixin):
                     opened = {
                         m: recorder.wrap(m, self.config.models[m], p) for m, p in opened.items()
                     }
-                async with anyio.create_task_group() as tg:
+                # The shared books' client (if any) outlives the lanes that use it.
+                shared = nullcontext() if self._shared is None else self._shared.connect()
+                async with shared, anyio.create_task_group() as tg:
                     observers: list[Observer] = [self._stats]
                     if self.config.log_dir is not None:
                         log = JsonlLog(self.config.log_dir, self._observers.report)
@@ -264,11 +270,19 @@ class Gateway(anyio.AsyncContextManagerMixin):
             self._observers.report("telemetry", exc_info=True)
             return []
 
+    def _limiter(
+        self, key: str, name: str, rpm: int | None, tpm: int | None, window_s: float
+    ) -> RateLimiter:
+        if self._shared is not None:
+            return self._shared.limiter(key, name, rpm, tpm, window_s)
+        return RateLimiter(name, rpm, tpm, window_s)
+
     def _budget_for(self, model_id: str, model: ModelConfig) -> Budget:
         limiters = []
         if model.max_requests_per_minute or model.max_tokens_per_minute:
             limiters.append(
-                RateLimiter(
+                self._limiter(
+                    f"model {model_id!r}",
                     f"model {model_id!r}",
                     model.max_requests_per_minute,
                     model.max_tokens_per_minute,
@@ -277,6 +291,13 @@ class Gateway(anyio.AsyncContextManagerMixin):
             )
         if model.limit_group is not None:
             limiters.append(self._group_limiters[model.limit_group])
+        if self._shared is not None:
+            return self._shared.budget(
+                model_id,
+                limiters,
+                high_reserve=model.rate_limit.high_reserve,
+                max_reset_s=model.retry.max_retry_after_s,
+            )
         return Budget(
             tuple(limiters),
             high_reserve=model.rate_limit.high_reserve,
@@ -556,6 +577,7 @@ class Gateway(anyio.AsyncContextManagerMixin):
             uptime_s=uptime,
             limit_groups=groups,
             observer_errors=dict(self._observers.errors),
+            shared_state=None if self._shared is None else self._shared.stats(),
         )
 
 

@@ -411,7 +411,12 @@ class Lane:
                 continue
             self._gathering_since = math.inf
             n = min(batch_size, free)
-            taken = self._take_within_budget(n, now) if budget.limited else queue.take(n)
+            if budget.shared:  # the books live in Redis: one round trip for the whole batch
+                taken = await self._take_shared(n, now)
+                if not taken and queue.peek() is None:  # emptied meanwhile (cancel, abort)
+                    continue
+            else:
+                taken = self._take_within_budget(n, now) if budget.limited else queue.take(n)
             if not taken:  # the best waiting request does not fit the budget yet
                 await self._throttle(now)
                 continue
@@ -446,6 +451,26 @@ class Lane:
                 break
             head.admission = budget.admit(head.estimate, now)
             taken.extend(queue.take(1))
+        return taken
+
+    async def _take_shared(self, n: int, now: float) -> list[Entry]:
+        """:meth:`_take_within_budget` on shared books: one decision for up to ``n`` entries.
+
+        The queue may change while the decision travels (a cancel, a HIGH arrival): only
+        entries still at the head in the same order are taken; the other admissions go back.
+        """
+        queue = self._queue
+        wanted = queue.peek_many(n)
+        admissions = await self._budget.admit_many(
+            [(e.estimate, e.request.priority, e.rank) for e in wanted], now
+        )
+        taken: list[Entry] = []
+        for entry, admission in zip(wanted, admissions, strict=False):
+            if queue.peek() is not entry:
+                break
+            entry.admission = admission
+            taken.extend(queue.take(1))
+        self._budget.release(admissions[len(taken) :])
         return taken
 
     async def _throttle(self, now: float) -> None:
@@ -566,7 +591,7 @@ class Lane:
         admission, entry.admission = entry.admission, None
         if isinstance(error, ProviderError):
             if error.status_code == 429:
-                self._budget.record_rate_limited()
+                self._budget.record_rate_limited(error.retry_after_s)
                 self._observers.emit(RateLimited(self.model_id))
             if admission is not None:  # an error answer: the provider generated nothing
                 self._budget.settle(admission, 0, error.headers, now)

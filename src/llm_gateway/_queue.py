@@ -199,6 +199,17 @@ class PriorityQueue:
                 return head
         return None
 
+    def peek_many(self, n: int) -> list[Entry]:
+        """The first ``n`` entries :meth:`take` would return, without taking them."""
+        found: list[Entry] = []
+        for line in self._lines:
+            for entry in line:
+                if len(found) == n:
+                    return found
+                if entry.in_queue:
+                    found.append(entry)
+        return found
+
     def take(self, n: int) -> list[Entry]:
         """Remove and return up to ``n`` queued entries in priority order, FIFO within a class."""
         taken: list[Entry] = []

@@ -32,7 +32,7 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from ._models import RequestPriority
@@ -341,6 +341,21 @@ class RateLimiter:
         """Call ``wake`` (which must not raise) whenever budget frees before its time."""
         self._listeners.append(wake)
 
+    def caps(self, reserve: float) -> tuple[tuple[str, float, int, int], ...]:
+        """Each window's limit as ``(kind, stay_s, cap for HIGH, cap for the others)``.
+
+        What a shared copy of these books needs to decide the same way (``_shared_limits``).
+        """
+        return tuple(
+            (
+                c.kind,
+                c.window.stay_s,
+                c.cap_for(RequestPriority.HIGH, reserve),
+                c.cap_for(RequestPriority.NORMAL, reserve),
+            )
+            for c in self._constraints
+        )
+
     def remaining(self, now: float) -> tuple[int | None, int | None]:
         """Requests and tokens a HIGH request could use now (None where there is no limit)."""
         self._expire(now)
@@ -430,6 +445,21 @@ class Budget:
             limiter.book(admission, at)
         return admission
 
+    async def admit_many(
+        self, wanted: Sequence[tuple[int, RequestPriority, int]], now: float
+    ) -> list[Admission]:
+        """Shared books only: admit the longest head of ``wanted`` that fits, in one decision.
+
+        ``wanted`` holds ``(estimated tokens, priority, queue rank)`` in queue order; the
+        in-memory books are asked entry by entry (:meth:`ready_at`, :meth:`admit`) instead.
+        """
+        raise NotImplementedError("in-memory books admit synchronously: use ready_at and admit")
+
+    def release(self, admissions: Sequence[Admission]) -> None:
+        """Shared books only: give back admissions :meth:`admit_many` made that went unused."""
+        if admissions:
+            raise NotImplementedError("in-memory admissions are never given back")
+
     def settle(
         self, admission: Admission, used_tokens: object, headers: Mapping[str, str], now: float
     ) -> None:
@@ -460,8 +490,16 @@ class Budget:
             for limiter in self._limiters:
                 limiter.record_throttled(seconds)
 
-    def record_rate_limited(self) -> None:
-        """Count a rate-limit answer (HTTP 429), here and in every limiter."""
+    shared = False
+    """Whether the books live elsewhere (Redis): the lane then awaits :meth:`admit_many`
+    instead of calling :meth:`ready_at` and :meth:`admit` (see ``_shared_limits.py``)."""
+
+    def record_rate_limited(self, retry_after_s: float | None = None) -> None:
+        """Count a rate-limit answer (HTTP 429), here and in every limiter.
+
+        ``retry_after_s`` is the pause the provider asked for: the model's ``Breaker`` keeps it
+        in this process; shared books also pause the other processes.
+        """
         self._rate_limited += 1
         for limiter in self._limiters:
             limiter.record_rate_limited()

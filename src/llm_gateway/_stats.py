@@ -33,6 +33,7 @@ __all__ = [
     "LimitGroupStats",
     "LiveFigures",
     "ModelStats",
+    "SharedStateStats",
     "StatsObserver",
 ]
 
@@ -159,6 +160,23 @@ class LimitGroupStats:
 
 
 @attrs.frozen(kw_only=True)
+class SharedStateStats:
+    """The link to the shared rate-limit books (``GatewayConfig.shared_state``).
+
+    Attributes:
+        connected: Whether Redis answered the last call (else the local books pace).
+        errors: Calls to Redis that failed (refused, timed out, or an error answer).
+        outages: Times Redis became unreachable (one warning is logged for each).
+        local_admissions: Requests admitted by the local books while Redis was unreachable.
+    """
+
+    connected: bool
+    errors: int
+    outages: int
+    local_admissions: int
+
+
+@attrs.frozen(kw_only=True)
 class GatewayStats:
     """What ``Gateway.get_stats()`` returns.
 
@@ -171,6 +189,8 @@ class GatewayStats:
             that could not be built or written, e.g. a full disk; ``"telemetry"``: the
             OpenTelemetry observer, see ``docs/telemetry.md``), by name. Observers only
             watch: their failures never touch a request.
+        shared_state: The link to the shared rate-limit books; ``None`` without
+            ``GatewayConfig.shared_state``.
     """
 
     models: Mapping[str, ModelStats]
@@ -178,6 +198,7 @@ class GatewayStats:
     uptime_s: float
     limit_groups: Mapping[str, LimitGroupStats] = attrs.field(factory=dict)
     observer_errors: Mapping[str, int] = attrs.field(factory=dict)
+    shared_state: SharedStateStats | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The figures as plain dicts, lists and numbers (for JSON, dashboards, logs)."""
