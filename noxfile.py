@@ -58,6 +58,20 @@ def soak(session: nox.Session) -> None:
     session.run("python", "benchmarks/soak.py", "--abnormal-exits", "100", *session.posargs)
 
 
+@nox.session(name="soak-shared", python="3.11")
+def soak_shared(session: nox.Session) -> None:
+    """Shared rate limits across processes: 4 gateways (2 trio, 2 asyncio), one redis-server,
+    rpm=120 and a token limit enforced by the loopback fake server; one process killed midway.
+
+    Fails on any 429, an aggregate rate below 90 % of the limit (also after the kill), or a
+    HIGH request that did not go before the others' LOW ones (see docs/ratelimits.md). Needs
+    `redis-server` (apt-get install redis-server). Pass arguments after --, e.g.
+    `nox -s soak-shared -- --duration 300`.
+    """
+    session.install("-e", ".[all,trio,redis,test]")
+    session.run("python", "benchmarks/soak_shared.py", *session.posargs)
+
+
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """The benchmarks against the raw SDKs, LiteLLM and LangChain; writes docs/benchmarks.md.

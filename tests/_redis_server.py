@@ -1,8 +1,8 @@
 """A real ``redis-server`` for the shared-limits tests: started on a free port, stopped by PID.
 
-A test module makes its fixture from :func:`running_redis`. The binary comes from the OS
-package (``apt-get install redis-server``; ``.ci/run``
-installs it). Without it the tests fail, saying so: the property they claim needs the server.
+A test module makes its fixture from :func:`running_redis`; ``benchmarks/soak_shared.py`` uses
+:class:`RedisServer`. The binary comes from the OS package (``apt-get install redis-server``;
+``.ci/run`` installs it). Without it the tests fail, saying so: they claim what needs it.
 """
 
 from __future__ import annotations
@@ -29,13 +29,17 @@ def free_port() -> int:
         return port
 
 
+class RedisServerError(Exception):
+    """The server could not be started (the message says why and what to do)."""
+
+
 class RedisServer:
     """One ``redis-server`` process in ``directory`` (no persistence), restartable on its port."""
 
     def __init__(self, directory: Path) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.fail(INSTALL, pytrace=False)
+            raise RedisServerError(INSTALL)
         self.binary = binary
         self.directory = directory
         self.port = free_port()
@@ -81,7 +85,7 @@ class RedisServer:
             if self._process.poll() is not None or time.monotonic() > deadline:
                 output = (self.directory / "redis.log").read_text(errors="replace")
                 self.stop()
-                pytest.fail(f"redis-server did not start:\n{output[-2000:]}", pytrace=False)
+                raise RedisServerError(f"redis-server did not start:\n{output[-2000:]}")
             time.sleep(0.02)
 
     def stop(self) -> None:
@@ -101,8 +105,11 @@ class RedisServer:
 @contextmanager
 def running_redis(directory: Path) -> Iterator[RedisServer]:
     """A running ``redis-server`` in ``directory`` (the caller may stop and restart it)."""
-    server = RedisServer(directory)
-    server.start()
+    try:
+        server = RedisServer(directory)
+        server.start()
+    except RedisServerError as exc:
+        pytest.fail(str(exc), pytrace=False)
     try:
         yield server
     finally:

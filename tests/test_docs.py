@@ -6,7 +6,8 @@ Conventions for fenced blocks (the first line of a block decides):
   ``__main__`` namespace, in a temporary working directory that holds the ``gateway.toml``
   below (every model on the built-in mock provider), with the network blocked: a block that
   reaches a non-loopback address fails. A block that uses ``anyio.run`` runs its event loop
-  right there (these tests are synchronous).
+  right there (these tests are synchronous). A block that reads ``REDIS_URL`` gets a
+  ``redis-server`` of its own there (shared rate limits).
 - ``# fragment: <what it needs>``: a piece of a program (it may use top-level ``await`` and
   ``async with``); it is compiled, not run.
 - ``# conftest.py`` or ``# tests/<name>.py``: a file of the reader's own project (it imports the
@@ -33,6 +34,7 @@ import shutil
 import socket
 import textwrap
 import tomllib
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ import llm_gateway
 import llm_gateway.providers
 import llm_gateway.testing
 from llm_gateway import load_config
+from tests._redis_server import running_redis
 
 pytest_plugins = ["pytester"]
 
@@ -172,7 +175,12 @@ def test_example_runs(
     (tmp_path / "gateway.toml").write_text(MOCK_GATEWAY_TOML, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     code = compile(block.code, block.id, "exec")
-    exec(code, {"__name__": "__main__"})
+    with ExitStack() as stack:
+        if "REDIS_URL" in block.code:  # a shared-limits example gets a redis-server of its own
+            (tmp_path / "redis").mkdir()
+            redis = stack.enter_context(running_redis(tmp_path / "redis"))
+            monkeypatch.setenv("REDIS_URL", redis.url)
+        exec(code, {"__name__": "__main__"})
     # A program in the docs shows something; one that prints nothing did not get far.
     assert capsys.readouterr().out or "assert" in block.code
 
