@@ -209,25 +209,27 @@ async def test_the_high_reserve_holds_across_gateways(redis_server: RedisServer)
 async def test_a_high_request_goes_before_low_ones_queued_in_another_gateway(
     redis_server: RedisServer,
 ) -> None:
-    """Two a second: A keeps a backlog of LOW; B's HIGH takes the next slot, not A's LOW."""
+    """One a second: A keeps a backlog of LOW; B's HIGH takes the next slot, not A's LOW."""
     key = prefix()
     model = mock_model(
-        max_requests_per_minute=120, max_concurrency=50, rate_limit=RateLimitPolicy(window_s=1)
+        max_requests_per_minute=60, max_concurrency=50, rate_limit=RateLimitPolicy(window_s=1)
     )
     a, b = Shared(redis_server.url, key, model), Shared(redis_server.url, key, model)
     async with a.gateway as gw_a, b.gateway as gw_b:
         await submit_all(gw_a, [ask(priority=RequestPriority.LOW) for _ in range(20)])
-        await anyio.sleep(1.3)  # A's first slots are taken; its backlog waits for budget
-        sent = anyio.current_time()
-        fut = await gw_b.submit(ask(priority=RequestPriority.HIGH))
-        await fut
-        high_start = b.calls[0].started
-        # The HIGH request went within one window of its arrival ...
-        assert high_start - sent < 1.2
-        # ... and no LOW request of A started between its arrival and its start (50 ms for
-        # a decision already on its way when it arrived).
-        lows_between = [t for t in a.started() if sent + 0.05 < t < high_start]
-        assert lows_between == []
+        await anyio.sleep(1.5)  # A's first slots are taken; its backlog waits for budget
+        for i in range(3):  # three times: a race won by luck would not win them all
+            await anyio.sleep(0.4 * i)  # at different moments of the second
+            sent = anyio.current_time()
+            await gw_b.request(ask(priority=RequestPriority.HIGH))
+            high_start = b.calls[i].started
+            # The HIGH request went within about one window of its arrival ...
+            assert high_start - sent < 1.5
+            # ... and no LOW request of A started between its arrival and its start (0.3 s
+            # for a decision already on its way when it arrived, or a start delayed by a busy
+            # machine: A's next slot is a second later).
+            lows_between = [t for t in a.started() if sent + 0.3 < t < high_start]
+            assert lows_between == []
         await gw_a.shutdown(timeout=0)
 
 
