@@ -408,3 +408,13 @@ def test_bad_toml_file_is_a_config_error(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_a_str_enum_stop_sequence_becomes_the_plain_str_the_sdks_send() -> None:
+    # A str subclass is a str, but it would reach the SDKs as itself (its repr, its hash):
+    # the request keeps the plain text.
+    request = LLMRequest(
+        model="m", messages=[LLMMessage("user", "x")], stop=[ModelProvider.ANTHROPIC, "END"]
+    )
+    assert request.stop == ("anthropic", "END")
+    assert all(type(s) is str for s in request.stop)

@@ -190,8 +190,12 @@ def _tools(value: Iterable[LLMTool] | None) -> tuple[LLMTool, ...]:
 
 
 def _stop(value: Iterable[str] | None) -> tuple[str, ...]:
-    result: tuple[str, ...] = to_tuple(value)
-    return result
+    # A str subclass (a str enum) becomes the plain str it is, as the SDKs will send it; the
+    # rest is the validator's.
+    result = to_tuple(value)
+    if isinstance(result, tuple):
+        result = tuple(str.__str__(item) if isinstance(item, str) else item for item in result)
+    return result  # type: ignore[no-any-return]
 
 
 def _to_seed(value: int | None) -> int | None:
