@@ -7,9 +7,12 @@ are built inside ``send``, as users build them per call.
 
 - ``sdk``: the official SDK (``AsyncOpenAI.chat.completions.create`` /
   ``AsyncAnthropic.messages.create``), an ``asyncio.Semaphore(C)`` and ``asyncio.gather``.
+- ``sdk-aiohttp``: the same on the SDK's official aiohttp client (``DefaultAioHttpClient``).
 - ``gateway-asyncio`` / ``gateway-trio``: one ``Gateway`` model with ``max_concurrency=C`` and
-  otherwise default settings (``batch_fill="eager"``, logs on), ``await gw.batch(requests)``, NORMAL
-  priority (the default); ``gateway-asyncio-high``: the same with every request HIGH.
+  otherwise default settings (``batch_fill="eager"``, logs on, ``http_client="auto"``: aiohttp
+  on asyncio when installed, httpx2 on trio), ``await gw.batch(requests)``, NORMAL priority (the
+  default); ``gateway-asyncio-high``: the same with every request HIGH;
+  ``gateway-asyncio-httpx``: ``gateway-asyncio`` with ``http_client="httpx"`` (httpx2).
 - ``litellm``: ``litellm.Router`` with one deployment, ``max_parallel_requests=C``,
   ``num_retries=3``, ``asyncio.gather`` of ``router.acompletion`` calls.
 - ``langchain``: ``ChatOpenAI(...).abatch(prompts, config={"max_concurrency": C})``
@@ -44,6 +47,8 @@ class Setup:
         concurrency: The most requests in flight.
         port: The loopback server's port (``transport == "loopback"``).
         priority: The gateway requests' priority (``"NORMAL"``, the default, or ``"HIGH"``).
+        http_client: The HTTP client: the gateway's ``provider_options.http_client`` (``"auto"``,
+            ``"httpx"``, ``"aiohttp"``); the raw SDK's when ``"aiohttp"`` (else httpx2).
     """
 
     protocol: str
@@ -51,6 +56,7 @@ class Setup:
     concurrency: int
     port: int = 0
     priority: str = "NORMAL"
+    http_client: str = "auto"
 
     @property
     def base_url(self) -> str:
@@ -66,6 +72,13 @@ class Setup:
 
 
 # -- raw SDK ------------------------------------------------------------------------------------
+
+
+def _sdk_http(sdk: Any, setup: Setup, limits: Any) -> Any:
+    """The SDK's own HTTP client for a loopback run: aiohttp if the setup asks, else httpx2."""
+    if setup.http_client == "aiohttp":
+        return sdk.DefaultAioHttpClient(limits=limits)
+    return sdk.DefaultAsyncHttpxClient(limits=limits)
 
 
 @asynccontextmanager
@@ -84,7 +97,7 @@ async def open_sdk(setup: Setup) -> AsyncGenerator[Send]:
         http = (
             httpx2.AsyncClient(transport=httpx2_transport())
             if setup.transport == "mock"
-            else openai.DefaultAsyncHttpxClient(limits=limits)
+            else _sdk_http(openai, setup, limits)
         )
         client: Any = openai.AsyncOpenAI(
             api_key="k", base_url=setup.openai_base_url, max_retries=RETRIES, http_client=http
@@ -106,7 +119,7 @@ async def open_sdk(setup: Setup) -> AsyncGenerator[Send]:
         http = (
             httpx2.AsyncClient(transport=httpx2_transport())
             if setup.transport == "mock"
-            else anthropic.DefaultAsyncHttpxClient(limits=limits)
+            else _sdk_http(anthropic, setup, limits)
         )
         client = anthropic.AsyncAnthropic(
             api_key="k", base_url=setup.anthropic_base_url, max_retries=RETRIES, http_client=http
@@ -213,6 +226,7 @@ def gateway_models(setup: Setup, queue_capacity: int, batch_fill: str = "eager")
     ``batch_fill`` (``"eager"`` is the default)."""
     from llm_gateway import ModelConfig
 
+    options = {"http_client": setup.http_client}
     if setup.protocol == "openai":
         config = ModelConfig(
             provider="gpt-4o-mini",
@@ -222,6 +236,7 @@ def gateway_models(setup: Setup, queue_capacity: int, batch_fill: str = "eager")
             max_concurrency=setup.concurrency,
             queue_capacity=queue_capacity,
             batch_fill=batch_fill,
+            provider_options=options,
         )
     else:
         config = ModelConfig(
@@ -232,6 +247,7 @@ def gateway_models(setup: Setup, queue_capacity: int, batch_fill: str = "eager")
             max_concurrency=setup.concurrency,
             queue_capacity=queue_capacity,
             batch_fill=batch_fill,
+            provider_options=options,
         )
     return {"m": config}
 
@@ -417,12 +433,22 @@ async def open_langchain(setup: Setup) -> AsyncGenerator[Send]:
         await http.aclose()
 
 
-CONTENDERS: dict[str, Callable[[Setup], AbstractAsyncContextManager[Send]]] = {
+Opener = Callable[[Setup], AbstractAsyncContextManager[Send]]
+
+
+def _on(opener: Opener, http_client: str) -> Opener:
+    """``opener`` with the HTTP client ``http_client`` (``Setup.http_client``)."""
+    return lambda setup: opener(attrs.evolve(setup, http_client=http_client))
+
+
+CONTENDERS: dict[str, Opener] = {
     "sdk": open_sdk,
     "sdk-post": open_sdk_post,
     "gateway-asyncio": open_gateway,
     "gateway-trio": open_gateway,
     "gateway-asyncio-high": open_gateway,  # every request HIGH
+    "gateway-asyncio-httpx": _on(open_gateway, "httpx"),  # on httpx2, not aiohttp
+    "sdk-aiohttp": _on(open_sdk, "aiohttp"),  # on the SDK's aiohttp client
     "litellm": open_litellm,
     "langchain": open_langchain,
 }

@@ -262,7 +262,9 @@ async def scale(job: dict[str, Any]) -> dict[str, Any]:
 PACKAGES = {
     "sdk": ["openai", "anthropic", "httpx2"],
     "sdk-post": ["openai", "anthropic", "httpx2"],
-    "gateway-asyncio": ["trio-llm-gateway", "anyio", "openai", "anthropic", "httpx2"],
+    "gateway-asyncio": ["trio-llm-gateway", "anyio", "openai", "anthropic", "httpx2", "aiohttp"],
+    "gateway-asyncio-httpx": ["trio-llm-gateway"],
+    "sdk-aiohttp": ["openai", "anthropic", "aiohttp"],
     "gateway-trio": ["trio-llm-gateway", "anyio", "trio", "openai", "anthropic", "httpx2"],
     "gateway-asyncio-high": ["trio-llm-gateway"],
     "litellm": ["litellm", "httpx", "aiohttp", "openai"],
