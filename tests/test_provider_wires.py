@@ -116,7 +116,7 @@ async def test_each_wire_uses_its_http_client(protocol: Protocol, wire: str) -> 
     async with scripted.serving(wire), open_scripted("m", protocol.config(), scripted, wire) as p:
         transport = p.client._client._transport  # type: ignore[attr-defined]
         await p.complete(user("hi"))
-    expected = "GatewayAiohttpTransport" if wire == "aiohttp" else "AsyncHTTPTransport"
+    expected = "GatewayAiohttpTransport" if wire == "aiohttp" else "ShardedTransport"
     assert type(transport).__name__ == expected
 
 
@@ -136,7 +136,7 @@ async def test_auto_is_httpx_when_aiohttp_is_not_installed(
     monkeypatch.setattr(transport_module, "_aiohttp_installed", lambda: False)
     async with open_provider("m", protocol.config()) as p:
         transport = p.client._client._transport  # type: ignore[attr-defined]
-    assert type(transport) is httpx2.AsyncHTTPTransport
+    assert type(transport) is transport_module.ShardedTransport
 
 
 @pytest.mark.parametrize("value", ["curl", "", 3, None, "AIOHTTP"])
@@ -250,19 +250,23 @@ async def test_the_gateway_deadline_closes_the_connection(protocol: Protocol, wi
     assert len(scripted.requests) == 1
 
 
-async def test_the_pool_holds_max_concurrency_connections(protocol: Protocol, wire: str) -> None:
+@pytest.mark.parametrize("max_concurrency", [2, 9])
+async def test_the_pool_holds_max_concurrency_connections(
+    protocol: Protocol, wire: str, max_concurrency: int
+) -> None:
+    """At most max_concurrency connections, all of them used, and kept: httpx2's in pools of
+    at most 4 (9 = 4 + 4 + 1), aiohttp's in one connector."""
     scripted = protocol.api()
     scripted.delay_s = 0.05
-    config = protocol.config(max_concurrency=2)
-    async with (
-        scripted.serving(wire),
-        open_scripted("m", config, scripted, wire) as p,
-        anyio.create_task_group() as tg,
-    ):
-        for i in range(8):
-            tg.start_soon(p.complete, user(f"q{i}"))
-    assert len(scripted.requests) == 8
-    assert scripted.connections == 2  # the others waited for a pooled connection
+    config = protocol.config(max_concurrency=max_concurrency)
+    async with scripted.serving(wire), open_scripted("m", config, scripted, wire) as p:
+        for burst in range(2):
+            async with anyio.create_task_group() as tg:
+                for i in range(3 * max_concurrency):
+                    tg.start_soon(p.complete, user(f"q{burst}-{i}"))
+            assert len(scripted.requests) == 3 * max_concurrency * (burst + 1)
+            # The others waited for a pooled connection; the second burst reuses them all.
+            assert scripted.connections == max_concurrency
 
 
 # -- what the transports' exceptions may carry -----------------------------------------------

@@ -14,6 +14,10 @@ and the exceptions it chains carry the request (URL, headers). :class:`GatewayAi
 wraps the SDK's transport so that the same failure gives the same httpx2 exception on both
 transports, with a message that quotes no request header nor URL, and nothing chained.
 
+httpx2's one pool of ``max_concurrency`` connections becomes several small ones
+(:class:`ShardedTransport`): httpcore2's per-request walk over its pool costs in proportion to
+the pool's size.
+
 Imported only by the SDK adapters; it never imports aiohttp unless a model uses it.
 """
 
@@ -36,11 +40,14 @@ from .._exceptions import ConfigError
 
 __all__ = [
     "HTTP_CLIENTS",
+    "SHARD_SIZE",
     "GatewayAiohttpTransport",
     "SdkHttpClients",
+    "ShardedTransport",
     "build_http_client",
     "http_client_choice",
     "pool_limits",
+    "shard_sizes",
     "shared_ssl_context",
 ]
 
@@ -139,17 +146,32 @@ def build_http_client(
 ) -> httpx2.AsyncClient:
     """The SDK's HTTP client of kind ``choice``, with the model's pool size and timeout.
 
-    Blocking (the SSL context, the first time): call it from a worker thread.
+    httpx2's pool of ``max_concurrency`` connections is split into shards of at most
+    :data:`SHARD_SIZE` (:class:`ShardedTransport`); aiohttp's is one connector, its transport
+    wrapped by :class:`GatewayAiohttpTransport`. Blocking (the SSL context, the first time):
+    call it from a worker thread.
     """
-    options: dict[str, Any] = {
-        "limits": pool_limits(config),
-        "timeout": config.timeout_s,
-        "verify": shared_ssl_context(),
-    }
-    if choice == "httpx":
-        return clients.httpx(**options)
-    client = clients.aiohttp(**options)
-    _wrap_transports(client)
+    options: dict[str, Any] = {"timeout": config.timeout_s, "verify": shared_ssl_context()}
+    if choice == "aiohttp":
+        client = clients.aiohttp(**options, limits=pool_limits(config))
+        _wrap_transports(client)
+        return client
+    client = clients.httpx(**options, limits=pool_limits(config))
+    if config.max_concurrency > SHARD_SIZE:
+        # Each shard's transport is built by the SDK's own client class (the SDK's socket
+        # options, proxies left to the outer client), then set in place of the one pool: httpx2
+        # keeps it in ``_transport`` and has no hook for it (that pool never opened a socket).
+        shards = [
+            (
+                clients.httpx(
+                    **options,
+                    limits=httpx2.Limits(max_connections=size, max_keepalive_connections=size),
+                )._transport,
+                size,
+            )
+            for size in shard_sizes(config.max_concurrency)
+        ]
+        client._transport = ShardedTransport(shards)
     return client
 
 
@@ -263,3 +285,82 @@ class GatewayAiohttpTransport(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+
+
+# -- httpx2's pool, in shards ----------------------------------------------------------------
+
+SHARD_SIZE = 4
+"""The most connections in one httpx2 pool. httpcore2 walks every connection of its pool twice
+per request (when it starts and when it ends), polling each idle socket: at 64 connections
+that walk was about a quarter of a call's CPU on trio. Pools of 4 make it cheap; smaller ones
+measured no better."""
+
+
+def shard_sizes(connections: int) -> list[int]:
+    """``connections`` split into pools of at most :data:`SHARD_SIZE` (the last may be smaller)."""
+    full, rest = divmod(connections, SHARD_SIZE)
+    return [SHARD_SIZE] * full + ([rest] if rest else [])
+
+
+class _Released(httpx2.AsyncByteStream):
+    """A response body that calls ``release`` once, when it is closed."""
+
+    def __init__(self, stream: httpx2.AsyncByteStream, release: Callable[[], None]) -> None:
+        self._stream = stream
+        self._release: Callable[[], None] | None = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
+class ShardedTransport(httpx2.AsyncBaseTransport):
+    """Several httpx2 transports, each with its own small pool, as one.
+
+    A request goes to the shard with the most free connections; its connection counts as
+    busy until the response body is closed (or the request fails or is cancelled). Together
+    the shards hold as many connections as the one pool they replace; more requests than
+    that wait inside a shard's pool, as they would in one pool. Errors, timeouts and
+    cancellation are the shards' own: this only chooses.
+
+    Args:
+        shards: Each shard's transport (built by the SDK's ``DefaultAsyncHttpxClient``, so it
+            has the SDK's socket options) and its number of connections.
+    """
+
+    def __init__(self, shards: list[tuple[httpx2.AsyncBaseTransport, int]]) -> None:
+        self.shards = [transport for transport, _ in shards]
+        self.free = [size for _, size in shards]
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        free = self.free
+        shard = max(range(len(free)), key=free.__getitem__)
+        free[shard] -= 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                free[shard] += 1
+
+        try:
+            response = await self.shards[shard].handle_async_request(request)
+        except BaseException:
+            release()
+            raise
+        assert isinstance(response.stream, httpx2.AsyncByteStream)
+        response.stream = _Released(response.stream, release)
+        return response
+
+    async def aclose(self) -> None:
+        for shard in self.shards:
+            await shard.aclose()
