@@ -4,10 +4,10 @@ With ``GatewayConfig.shared_state`` set, each model's and limit group's books (s
 the HIGH reserve, token reservations and their settlement, the provider's header hints) and each
 model's 429 pause live in Redis, so gateways in several processes or hosts pace together to one
 quota. The rules are those of :mod:`._ratelimit`; each decision is one server-side Lua script
-(``_shared_admit.lua``, sent once and then called by its SHA), so no two processes can book the
-same budget. The lane admits a whole batch in one round trip (:meth:`SharedBudget.admit_many`);
-settlements, hints and pauses travel in the background, gathered into one round trip
-(``_shared_ops.lua``).
+(``_shared_books.lua``, sent once and then called by its SHA), so no two processes can book the
+same budget. The lane admits a whole batch in one round trip (:meth:`SharedBudget.admit_many`).
+Settlements, hints and pauses ride along with the next decision; a background task sends what
+no decision took within :data:`CHANGES_WAIT_S`.
 
 Time is the server's clock: processes on several hosts agree on it without synchronised clocks.
 
@@ -51,14 +51,15 @@ TIMEOUT_S = 2.0
 """The longest one call to Redis may take before the gateway paces locally."""
 RETRY_S = 1.0
 """While Redis is unreachable, how often it is tried again."""
+CHANGES_WAIT_S = 0.02
+"""How long changes wait for a decision to ride along with before they travel alone."""
 
 
 def _script(name: str) -> str:
     return importlib.resources.files(__package__).joinpath(name).read_text("utf-8")
 
 
-ADMIT_LUA = _script("_shared_admit.lua")
-OPS_LUA = _script("_shared_ops.lua")
+BOOKS_LUA = _script("_shared_books.lua")
 
 
 class SharedAdmission(Admission):
@@ -134,16 +135,16 @@ class SharedBudget(Budget):
         self._keys = [*self._model_keys, *(k for lim in limiters for k in lim.keys)]
         self._ready_at: float | None = None  # the last refusal's answer, on the local clock
         ttl_s = max([max_reset_s, *(lim.max_stay_s for lim in limiters)]) + 60.0
-        self._ttl_ms = str(math.ceil(ttl_s * 1000))
         books.ttl_ms = max(books.ttl_ms, math.ceil(ttl_s * 1000))
         # The windows' caps do not change: the script's arguments for them are made once.
-        self._spec_args: list[str] = [str(len(limiters))]
+        specs = []
         for lim in limiters:
-            caps = lim.spec.caps(high_reserve)
-            self._spec_args += [_num(lim.max_stay_s), str(len(caps))]
-            for kind, stay, cap_high, cap_other in caps:
-                self._spec_args += ["1" if kind == "requests" else "2", _num(stay)]
-                self._spec_args += [str(cap_high), str(cap_other)]
+            fields = [_num(lim.max_stay_s)]
+            for kind, stay, cap_high, cap_other in lim.spec.caps(high_reserve):
+                fields += ["1" if kind == "requests" else "2", _num(stay)]
+                fields += [str(cap_high), str(cap_other)]
+            specs.append(" ".join(fields))
+        self._spec_args = [str(len(limiters)), ";".join(specs)]
         self._tokens_limited = [lim for lim in limiters if lim.spec.tpm is not None]
 
     async def admit_many(
@@ -181,7 +182,7 @@ class SharedBudget(Budget):
         for admission in admissions:
             if isinstance(admission, SharedAdmission):
                 for lim in self._shared_limiters:
-                    self._books.change("R", lim.keys[:2], admission._id)
+                    self._books.change("R", lim.keys, admission._id)
             else:  # booked locally: it stays in the local books, at no tokens
                 super().settle(admission, 0, {}, anyio.current_time())
 
@@ -199,7 +200,7 @@ class SharedBudget(Budget):
             freed = tokens < admission.tokens
             admission._tokens = tokens
             for lim in self._tokens_limited:
-                self._books.change("S", lim.keys[:2], admission._id, str(tokens))
+                self._books.change("S", lim.keys, admission._id, str(tokens))
             if freed:  # this process's lanes may go now; the others see it when they ask
                 for lim in self._shared_limiters:
                     for wake in tuple(lim._listeners):
@@ -207,8 +208,10 @@ class SharedBudget(Budget):
         self.observe(headers, now)
 
     def observe(self, headers: Mapping[str, str], now: float) -> None:
-        super().observe(headers, now)  # the local books too, for when Redis is unreachable
         hints = read_rate_limit_headers(headers) if headers else {}
+        if not hints:
+            return
+        super().observe(headers, now)  # the local books too, for when Redis is unreachable
         for kind, (remaining, reset_s) in hints.items():
             seconds = min(reset_s, self._max_reset_s)
             if seconds > 0:
@@ -272,10 +275,10 @@ class SharedBooks:
         self.expected_processes = expected_processes or 1
         self.lane_id = secrets.token_hex(8)  # this gateway, in admission ids and waiting heads
         self._next_id = 0
-        self._admit: Any = None
-        self._ops: Any = None
+        self._script: Any = None
         self.ttl_ms = 0  # how long keys outlive their last use: the longest of any budget
         self._pending: list[str] = []
+        self._pending_since = math.inf  # when the oldest change not yet sent was queued
         self._pending_keys: dict[str, int] = {}
         self._flush = anyio.Event()
         self.connected = True
@@ -354,8 +357,7 @@ class SharedBooks:
         raised: BaseException | None = None
         try:
             async with client, anyio.create_task_group() as tg:
-                self._admit = client.register_script(ADMIT_LUA)
-                self._ops = client.register_script(OPS_LUA)
+                self._script = client.register_script(BOOKS_LUA)
                 await tg.start(self._send_changes)
                 try:
                     yield self
@@ -378,13 +380,13 @@ class SharedBooks:
     def _clock(self) -> str:
         return "" if self.now_override is None else _num(self.now_override)
 
-    async def _call(self, script: Any, keys: Sequence[str], args: Sequence[str]) -> Any:
+    async def _call(self, keys: Sequence[str], args: Sequence[str]) -> Any:
         """The script's answer, or None when Redis is unreachable (the caller paces locally)."""
         if not self.connected and anyio.current_time() < self.retry_at:
             return None
         try:
             with anyio.fail_after(self.timeout_s):
-                result = await script(keys=keys, args=args)
+                result = await self._script(keys=keys, args=args)
         except Exception as exc:  # any failure: pace locally rather than stop serving
             self._unreachable(exc)
             return None
@@ -419,14 +421,18 @@ class SharedBooks:
         None when Redis is unreachable.
         """
         first = self._next_id
-        args = [self.lane_id, str(first), budget._ttl_ms, self._clock(), _num(POLL_S)]
-        args += budget._spec_args
-        args.append(str(len(wanted)))
-        for tokens, priority, rank in wanted:
-            high = "1" if priority is RequestPriority.HIGH else "0"
-            args += [str(max(0, tokens)), high, str(rank)]
         self._next_id = first + len(wanted)  # before the await: other lanes ask meanwhile
-        result = await self._call(self._admit, budget._keys, args)
+        keys, args = self._with_changes(str(first))
+        keys += budget._keys
+        args += budget._spec_args
+        high = RequestPriority.HIGH
+        args.append(
+            ";".join(
+                f"{max(0, tokens)} {1 if priority is high else 0} {rank}"
+                for tokens, priority, rank in wanted
+            )
+        )
+        result = await self._call(keys, args)
         if result is None:
             return None
         admitted = int(result[0])
@@ -439,21 +445,28 @@ class SharedBooks:
         return admitted, float(result[1]), first
 
     def change(self, op: str, keys: Sequence[str], *values: str) -> None:
-        """Queue a change for the server (sent in the background, gathered with others)."""
+        """Queue a change for the server (sent with the next decision, or soon alone)."""
         if not self.connected:
             return  # admissions made meanwhile are local; shared ones expire with the windows
         pending, indexes = self._pending, self._pending_keys
-        pending.append(op)
-        pending += [str(indexes.setdefault(key, len(indexes) + 1)) for key in keys]
-        pending += values
-        self._flush.set()
+        if not pending:
+            self._pending_since = anyio.current_time()
+            self._flush.set()
+        at = [str(indexes.setdefault(key, len(indexes) + 1)) for key in keys]
+        pending.append(" ".join([op, *at, *values]))
 
-    async def _send_pending(self) -> None:
-        if not self._pending:
-            return
+    def _with_changes(self, first: str) -> tuple[list[str], list[str]]:
+        """The keys and arguments of a call, starting with the changes queued so far."""
         changes, keys = self._pending, list(self._pending_keys)
         self._pending, self._pending_keys = [], {}
-        await self._call(self._ops, keys, [self._clock(), str(self.ttl_ms), *changes])
+        args = [self.lane_id, first, str(self.ttl_ms), self._clock(), _num(POLL_S)]
+        args += [str(len(keys)), ";".join(changes)]
+        return keys, args
+
+    async def _send_pending(self) -> None:
+        if self._pending:
+            keys, args = self._with_changes("0")
+            await self._call(keys, [*args, "-1", "", ""])
 
     async def _send_changes(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -462,4 +475,10 @@ class SharedBooks:
         while True:
             await self._flush.wait()
             self._flush = anyio.Event()
-            await self._send_pending()
+            # A decision may take the changes along meanwhile (then newer ones wait anew).
+            while self._pending:
+                due = self._pending_since + CHANGES_WAIT_S
+                if anyio.current_time() >= due:
+                    await self._send_pending()
+                else:
+                    await anyio.sleep_until(due)
