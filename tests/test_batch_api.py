@@ -215,6 +215,8 @@ async def test_cancelling_every_caller_cancels_the_batch_at_the_provider(
         futures = [await gw.submit(low(f"q{i}")) for i in range(4)]
         await until(lambda: bool(api.batches.batches))  # the batch was submitted
         (batch,) = api.batches.batches.values()
+        figures = gw.get_stats().models["m"]
+        assert (figures.batch_pending, figures.queued, figures.in_flight) == (4, 0, 0)
         for fut in futures[:3]:
             fut.cancel()
         await anyio.sleep(1)
@@ -223,6 +225,7 @@ async def test_cancelling_every_caller_cancels_the_batch_at_the_provider(
         await until(lambda: bool(api.batches.cancelled))
         assert api.batches.cancelled == [batch.id]
         assert all(f.cancelled() for f in futures)
+        assert gw.get_stats().models["m"].batch_pending == 0
         with pytest.raises(UnknownRequestError):  # nothing kept for callers who left
             await gw.deferred_result(futures[0].request.request_id)
 

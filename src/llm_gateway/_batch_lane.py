@@ -208,12 +208,20 @@ class BatchLane:
         lane = self._lane
         for entry in list(self._waiting):
             lane._finish(entry, error=GatewayClosedError(entry.describe(f"was aborted: {reason}")))
+        for batch in self._batches.values():
+            batch.handed_off = True  # its callers are told to collect it: never cancel it
         for entry, batch in list(self._owner.items()):
             lane._finish(entry, error=self._left_error(entry, batch, f"was aborted: {reason}"))
 
     def _left_error(self, entry: Entry, batch: _ProviderBatch, what: str) -> GatewayClosedError:
-        if batch.batch_id is None:  # still being submitted: its fate is unknown
-            return GatewayClosedError(entry.describe(f"{what} while its batch was submitted"))
+        if batch.batch_id is None:  # still being submitted: its fate is not known yet
+            return GatewayClosedError(
+                entry.describe(
+                    f"{what} while its batch was being submitted; if the provider accepted it, "
+                    "the journal keeps it: `await gw.deferred_result(request_id)` on a gateway "
+                    "opened on the same state_dir returns its result"
+                )
+            )
         return BatchPendingError(
             entry.describe(
                 f"{what}; it waits in provider batch {batch.batch_id}, which the batch journal "
@@ -315,17 +323,35 @@ class BatchLane:
             (c, e.request.request_id, e.request.response_format is not None)
             for c, e in batch.entries.items()
         ]
-        try:
-            await self._journal.submitting(batch.key, model_id, records)
-            batch.batch_id = await self._api.create(items)
-        except Exception as error:
-            # Refused (or the journal could not record it): these requests go realtime.
+        # Shielded, so that a gateway aborting meanwhile cannot cut a batch the provider
+        # accepted off from its record in the journal (it would be paid for and lost). The
+        # SDK's timeout (the model's timeout_s) bounds how long a silent provider holds it.
+        failure: BaseException | None = None
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._journal.submitting(batch.key, model_id, records)
+                batch.batch_id = await self._api.create(items)
+            except Exception as error:
+                failure = error
+            else:
+                try:
+                    await self._journal.submitted(batch.key, batch.batch_id)
+                except Exception as error:  # the batch is at the provider: poll it here
+                    logger.warning(
+                        "llm_gateway: model %r: batch %s could not be recorded in the journal (%s)",
+                        model_id,
+                        batch.batch_id,
+                        type(error).__name__,
+                    )
+        if batch.batch_id is None:
+            # Refused, not answered in time, or the journal could not record it: these
+            # requests go realtime (the ones still waiting; an abort has ended the others).
             logger.warning(
                 "llm_gateway: model %r: a batch of %d requests could not be submitted (%s); "
                 "they are sent as ordinary requests",
                 model_id,
                 len(items),
-                type(error).__name__,
+                type(failure).__name__,
             )
             self._batches.pop(batch.key, None)
             with anyio.CancelScope(shield=True):
@@ -333,15 +359,6 @@ class BatchLane:
             for entry in list(batch.entries.values()):
                 self._to_realtime(entry, batch)
             return
-        try:
-            await self._journal.submitted(batch.key, batch.batch_id)
-        except Exception as error:  # the batch is at the provider: keep polling it here
-            logger.warning(
-                "llm_gateway: model %r: batch %s could not be recorded in the journal (%s)",
-                model_id,
-                batch.batch_id,
-                type(error).__name__,
-            )
         if self._lane.closing:
             self._hand_off(batch)
         await self._poll(batch)
@@ -486,7 +503,9 @@ class BatchLane:
 
     def _deliver(self, entry: Entry, batch: _ProviderBatch, outcome: Outcome) -> None:
         lane = self._lane
-        if isinstance(outcome, LLMResponse):
+        if entry.deadline <= anyio.current_time():
+            lane.expire(entry)  # nobody awaited it: its deadline is noticed only now
+        elif isinstance(outcome, LLMResponse):
             lane._finish(entry, outcome)
         elif isinstance(outcome, BaseException):
             lane._finish(entry, error=outcome, reported=False)

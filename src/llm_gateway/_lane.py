@@ -177,6 +177,7 @@ class Lane:
             cooldown_remaining_s=max(0.0, self._breaker.until - now),
             remaining_requests=requests,
             remaining_tokens=tokens,
+            batch_pending=0 if self._batches is None else self._batches.pending,
         )
 
     # -- intake (the caller's task) -------------------------------------------------------

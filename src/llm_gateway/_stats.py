@@ -114,6 +114,9 @@ class ModelStats:
         streams: Streamed requests (``gw.stream()``) that ended; they are counted in
             ``completed``, ``failed`` and ``cancelled`` too.
         time_to_first_token_ms: Streams: time from submission to the first chunk.
+        batch_pending: Requests in the batch lane right now: gathering for a provider batch,
+            or waiting for one to end (see ``docs/batch-api.md``); not in ``queued`` or
+            ``in_flight``.
     """
 
     queued: int
@@ -140,6 +143,7 @@ class ModelStats:
     batch_savings_usd: float = 0.0
     streams: int = 0
     time_to_first_token_ms: LatencySummary = attrs.field(factory=LatencySummary)
+    batch_pending: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -240,6 +244,7 @@ class LiveFigures:
     cooldown_remaining_s: float
     remaining_requests: int | None
     remaining_tokens: int | None
+    batch_pending: int = 0
 
 
 def _ms(seconds: float) -> float:
@@ -318,6 +323,7 @@ class StatsObserver:
             cooldown_remaining_s=max((m.cooldown_remaining_s for m in models), default=0.0),
             remaining_requests=None,  # budgets are per model and per group, not additive
             remaining_tokens=None,
+            batch_pending=sum(m.batch_pending for m in models),
         )
         return _summarise(list(self._counts.values()), live)
 
@@ -350,4 +356,5 @@ def _summarise(counts: list[_Counts], live: LiveFigures) -> ModelStats:
         batch_savings_usd=sum(c.batch_savings_usd for c in counts),
         streams=sum(c.streams for c in counts),
         time_to_first_token_ms=LatencySummary.of(s for c in counts for s in c.ttft_ms),
+        batch_pending=live.batch_pending,
     )

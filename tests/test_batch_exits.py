@@ -1,0 +1,237 @@
+"""Every exit path with the batch lane: every accepted request ends exactly once, the exception
+leaving the block is the one that ended it, and nothing a provider batch was paid for is lost:
+a request told its result is in the journal gets it from the next gateway on the state dir.
+
+Hypothesis draws the workload (LOW requests to the batch lane, HIGH ones realtime), how long
+the provider takes, and the moment and manner of the exit; both backends, virtual time, over
+the fake batch API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+import anyio.abc
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llm_gateway import (
+    BatchApiPolicy,
+    BatchPendingError,
+    Gateway,
+    GatewayClosedError,
+    GatewayConfig,
+    LLMMessage,
+    LLMRequest,
+    LLMResponse,
+    ModelConfig,
+    RequestCancelledError,
+    ResponseFuture,
+)
+from llm_gateway.providers import open_provider
+from llm_gateway.testing import FakeLLMApi, fake_answer
+
+from .conftest import run_on_virtual_time
+
+
+class UserError(Exception):
+    """The block's own exception."""
+
+
+EXITS = ["raise", "cancel", "keyboard", "shutdown_timeout", "normal"]
+
+
+@attrs.frozen
+class Scenario:
+    protocol: str
+    exit: str
+    exit_after_s: float
+    processing_s: float
+    low: list[bool]  # to the batch lane (else HIGH, realtime)
+    gaps: list[float]
+    via_request: list[bool]  # sent by gw.request() from an agent task (else by submit())
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
+    n = draw(st.integers(1, 12))
+    return Scenario(
+        protocol=draw(st.sampled_from(["anthropic", "openai"])),
+        exit=draw(st.sampled_from(EXITS)),
+        exit_after_s=draw(st.integers(0, 400)),
+        processing_s=draw(st.sampled_from([1.0, 50.0, 200.0, math.inf])),
+        low=draw(st.lists(st.booleans(), min_size=n, max_size=n)),
+        gaps=draw(st.lists(st.integers(0, 40), min_size=n, max_size=n)),
+        via_request=draw(st.lists(st.booleans(), min_size=n, max_size=n)),
+    )
+
+
+@contextmanager
+def state_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="llm-gateway-batch-exits-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class CountingGateway(Gateway):
+    """Keeps every future it accepts (``request()`` goes through ``submit``)."""
+
+    accepted: list[ResponseFuture]
+
+    async def submit(self, request: LLMRequest) -> ResponseFuture:
+        future = await super().submit(request)
+        self.accepted.append(future)
+        return future
+
+
+def gateway(api: FakeLLMApi, protocol: str, state: str) -> CountingGateway:
+    model = ModelConfig(
+        provider=protocol,
+        model_name="model",
+        api_key="sk-test-0123456789",
+        timeout_s=None,  # the SDKs' and the journal's worker threads let virtual time jump
+        batch_api=BatchApiPolicy(enabled=True, window_s=30, poll_interval_s=10),
+    )
+
+    def factory(model_id: str, config: ModelConfig) -> Any:
+        return open_provider(model_id, config, http_client=api.mock_client())
+
+    gw = CountingGateway(
+        GatewayConfig(models={"m": model}, log_dir=None, state_dir=state), provider_factory=factory
+    )
+    gw.accepted = []
+    return gw
+
+
+def question(scenario: Scenario, i: int) -> LLMRequest:
+    return LLMRequest(
+        model="m",
+        messages=[LLMMessage("user", f"question {i}")],
+        request_id=f"r{i}",
+        priority="low" if scenario.low[i] else "high",
+    )
+
+
+@attrs.define
+class Played:
+    accepted: list[ResponseFuture]
+    raised: BaseException | None
+    escaped: BaseException | None
+    cancelled_caught: bool
+    collected: dict[str, LLMResponse]
+    pending_after: int  # the batch lane's requests once the block had ended
+
+
+async def play(scenario: Scenario, state: str) -> Played:
+    api = FakeLLMApi()
+    api.batches.processing_delay_s = scenario.processing_s
+    gw = gateway(api, scenario.protocol, state)
+    raised: BaseException | None = None
+    escaped: BaseException | None = None
+    cancelled_caught = False
+
+    async def ask_and_wait(i: int) -> None:
+        with contextlib.suppress(Exception):  # the outcome is checked on the future
+            await gw.request(question(scenario, i))
+
+    async def submit_all(agents: anyio.abc.TaskGroup) -> None:
+        for i, gap in enumerate(scenario.gaps):
+            await anyio.sleep(gap)
+            if scenario.via_request[i]:
+                agents.start_soon(ask_and_wait, i)
+            else:
+                with contextlib.suppress(GatewayClosedError):
+                    await gw.submit(question(scenario, i))
+
+    async with anyio.create_task_group() as agents:
+        try:
+            deadline = scenario.exit_after_s if scenario.exit == "cancel" else math.inf
+            with anyio.move_on_after(deadline) as scope:
+                async with gw:
+                    agents.start_soon(submit_all, agents)
+                    await anyio.sleep(scenario.exit_after_s)
+                    if scenario.exit == "raise":
+                        raised = UserError("the block failed")
+                        raise raised
+                    if scenario.exit == "keyboard":
+                        raised = KeyboardInterrupt()
+                        raise raised
+                    if scenario.exit == "shutdown_timeout":
+                        await gw.shutdown(timeout=5)
+                    elif scenario.exit == "cancel":
+                        await anyio.sleep_forever()
+                    else:
+                        await anyio.sleep(sum(scenario.gaps) + 1)
+            cancelled_caught = scope.cancelled_caught
+        except BaseException as exc:  # the property is about exactly what escapes
+            escaped = exc
+        agents.cancel_scope.cancel()
+
+    # The next gateway on the same state dir, once the provider has finished.
+    api.batches.end_all()
+    collected: dict[str, LLMResponse] = {}
+    async with gateway(api, scenario.protocol, state) as after:
+        for fut in gw.accepted:
+            if isinstance(fut.exception(), BatchPendingError):
+                collected[fut.request.request_id] = await after.deferred_result(
+                    fut.request.request_id
+                )
+    pending = gw.get_stats().total.batch_pending
+    return Played(gw.accepted, raised, escaped, cancelled_caught, collected, pending)
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+@settings(deadline=None, max_examples=40)
+@given(scenario=scenarios())
+def test_every_exit_with_the_batch_lane_resolves_each_request_once_and_loses_nothing(
+    backend: str, scenario: Scenario
+) -> None:
+    with state_dir() as state:
+        result: list[Played] = []
+
+        async def main() -> None:
+            result.append(await play(scenario, state))
+
+        run_on_virtual_time(backend, main)
+    played = result[0]
+    assert played.escaped is played.raised, f"{played.escaped!r} escaped"
+    assert played.cancelled_caught == (scenario.exit == "cancel")
+    assert all(f.done() for f in played.accepted)
+    assert played.pending_after == 0
+    for fut in played.accepted:
+        rid = fut.request.request_id
+        i = int(rid[1:])
+        error = fut.exception()
+        if error is None:
+            answer = fut.result()
+            assert answer.content == fake_answer(f"question {i}")
+            assert (answer.batch_id is not None) == scenario.low[i]
+        elif isinstance(error, BatchPendingError):
+            # Left to the journal, and delivered by the next gateway: nothing lost.
+            assert scenario.low[i]
+            assert error.request_id == rid
+            assert played.collected[rid].content == fake_answer(f"question {i}")
+            assert played.collected[rid].batch_id == error.batch_id
+        elif isinstance(error, RequestCancelledError):
+            assert scenario.via_request[i]
+            assert scenario.exit != "normal"
+        else:
+            assert isinstance(error, GatewayClosedError), repr(error)
+            assert scenario.exit != "normal"
+            assert "aborted" in str(error)
+    assert set(played.collected) == {
+        f.request.request_id
+        for f in played.accepted
+        if isinstance(f.exception(), BatchPendingError)
+    }
