@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import shutil
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -129,6 +130,18 @@ def test_the_url_is_validated_and_its_password_never_shown() -> None:
     ).config
     assert loaded.shared_state == "redis://h"
     assert loaded.shared_prefix == "llm_gateway"
+
+
+def test_without_redis_server_the_tests_fail_saying_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A missing binary is a failure, never a skip: the properties need a real server."""
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with (
+        pytest.raises(pytest.fail.Exception, match=r"apt-get install -y redis-server"),
+        running_redis(tmp_path),
+    ):
+        pass
 
 
 # -- the same books in every gateway ----------------------------------------------------------
