@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import sqlite3
 from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,7 +36,7 @@ from llm_gateway import (
     UnknownRequestError,
     load_config,
 )
-from llm_gateway._journal import JOURNAL_FILE
+from llm_gateway._journal import JOURNAL_FILE, Journal
 from llm_gateway.providers import open_provider
 from llm_gateway.testing import FakeLLMApi, fake_answer
 
@@ -362,3 +363,19 @@ async def test_no_journal_is_created_without_batch_models(tmp_path: Path) -> Non
         with pytest.raises(UnknownRequestError, match="no batch journal"):
             await gw.deferred_result("r")
     assert not (tmp_path / "s" / JOURNAL_FILE).exists()
+
+
+@pytest.mark.anyio
+async def test_a_failing_journal_disk_never_fails_the_gateway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def disk_error(*args: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(Journal, "_settle", disk_error)
+    api = FakeLLMApi()
+    async with batch_gateway(api, tmp_path, batch_model("openai")) as gw:
+        answer = await gw.request(low("fine"))
+    assert answer.content == fake_answer("fine")  # delivered; only the record failed
+    assert answer.batch_id is not None
+    assert "the batch journal could not record results (OperationalError)" in caplog.text

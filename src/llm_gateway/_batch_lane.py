@@ -26,9 +26,9 @@ import logging
 import math
 import os
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
 import attrs
@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 __all__ = ["BatchApi", "BatchLane", "batch_api_for", "open_batch_apis"]
 
 logger = logging.getLogger("llm_gateway")
+
+T = TypeVar("T")
 
 Outcome = LLMResponse | BaseException | str
 """An item's result: the response, its error, or ``"expired"`` / ``"canceled"``."""
@@ -240,9 +242,27 @@ class BatchLane:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             task_status.started()
-            for pending in await self._journal.unfinished(self._lane.model_id):
+            model_id = self._lane.model_id
+            unfinished = await self._record("read", lambda: self._journal.unfinished(model_id))
+            for pending in unfinished or []:
                 tg.start_soon(self._poll, self._resumed(pending))
             await self._gather_forever()
+
+    async def _record(self, what: str, call: Callable[[], Awaitable[T]]) -> T | None:
+        """A journal call, shielded (a record is never half made); a failing disk is logged
+        and survived (``None``), never the gateway's end."""
+        result: T | None = None
+        try:
+            with anyio.CancelScope(shield=True):
+                result = await call()
+        except Exception as error:
+            logger.warning(
+                "llm_gateway: model %r: the batch journal could not %s (%s)",
+                self._lane.model_id,
+                what,
+                type(error).__name__,
+            )
+        return result
 
     def _resumed(self, pending: PendingBatch) -> _ProviderBatch:
         batch = _ProviderBatch(pending.batch_key)
@@ -355,8 +375,7 @@ class BatchLane:
                 type(failure).__name__,
             )
             self._batches.pop(batch.key, None)
-            with anyio.CancelScope(shield=True):
-                await self._journal.discard(batch.key)
+            await self._record("forget a batch", lambda: self._journal.discard(batch.key))
             for entry in list(batch.entries.values()):
                 self._to_realtime(entry, batch)
             return
@@ -420,14 +439,16 @@ class BatchLane:
                 batch.batch_id,
                 type(error).__name__,
             )
-        with anyio.CancelScope(shield=True):
-            await self._journal.settle(
+        await self._record(
+            "record a cancelled batch",
+            lambda: self._journal.settle(
                 batch.key,
                 batch.entries,
                 {},
                 ended=True,
                 request_ids=[e.request.request_id for e in batch.entries.values()],
-            )
+            ),
+        )
 
     def _request_for(self, batch: _ProviderBatch) -> Callable[[str], LLMRequest | None]:
         model_id = self._lane.model_id
@@ -490,8 +511,12 @@ class BatchLane:
                     outcome = self._expired(request_id, batch_id, outcome)
                 kept[custom_id] = outcome_to_json(outcome)
         self._batches.pop(batch.key, None)
-        with anyio.CancelScope(shield=True):
-            await self._journal.settle(batch.key, done, kept, ended=True, request_ids=request_ids)
+        await self._record(
+            "record results",
+            lambda: self._journal.settle(
+                batch.key, done, kept, ended=True, request_ids=request_ids
+            ),
+        )
         lane._router.lane_changed()
 
     def _expired(self, request_id: str, batch_id: str, kind: str) -> BatchExpiredError:
