@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +310,29 @@ async def test_cancelling_the_caller_mid_stream_frees_the_slot() -> None:
     assert gw.calls[0].cancelled
     assert gw.calls[0].ended == pytest.approx(2.5, abs=1e-3)
     assert gw.calls[1].started == pytest.approx(started, abs=1e-3)
+    assert (stats.cancelled, stats.completed, stats.in_flight) == (1, 1, 0)
+
+
+async def test_a_stream_closed_from_another_task_gives_its_slot_back() -> None:
+    # pydantic-ai's CVE: a concurrency slot taken in one task and left held when a stream's
+    # cleanup ran in another. Here the lane's task takes and gives back the slot, whoever
+    # leaves the stream.
+    def script(request: LLMRequest, attempt: int) -> list[Step]:
+        return slow(10)
+
+    async with StreamGateway({"m": mock_model(max_concurrency=1)}, script) as gw:
+        stack = AsyncExitStack()
+        stream = await stack.enter_async_context(gw.stream(ask("opened")))
+        first = await stream.__anext__()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stack.aclose)  # left by another task
+        closed = anyio.current_time()
+        await read_all(gw, ask("next"))
+        stats = gw.get_stats().models["m"]
+    assert first.text == "c0 "
+    assert gw.calls[0].cancelled
+    assert gw.calls[0].ended == pytest.approx(closed, abs=1e-3)
+    assert gw.calls[1].started == pytest.approx(closed, abs=1e-3)
     assert (stats.cancelled, stats.completed, stats.in_flight) == (1, 1, 0)
 
 
