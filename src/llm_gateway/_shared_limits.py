@@ -270,7 +270,7 @@ class SharedBooks:
     def __init__(self, url: str, prefix: str, expected_processes: int | None) -> None:
         self._url = url
         self.shown_url = redact_url(url)
-        # A hash tag: every key of one prefix lives on one node of a Redis Cluster.
+        # A hash tag: the keys of one prefix would share a slot (one server is used, though).
         self.prefix = "{" + prefix + "}"
         self.expected_processes = expected_processes or 1
         self.lane_id = secrets.token_hex(8)  # this gateway, in admission ids and waiting heads
