@@ -79,5 +79,5 @@ def bench(session: nox.Session) -> None:
     The contenders are installed here, never as the library's dependencies. Pass arguments
     after -- (e.g. `nox -s bench -- --quick`).
     """
-    session.install("-e", ".[all,trio]", "-r", "benchmarks/requirements.txt")
+    session.install("-e", ".[all,trio,redis,otel]", "-r", "benchmarks/requirements.txt")
     session.run("python", "-m", "benchmarks.run", *session.posargs)
