@@ -853,7 +853,7 @@ def test_without_opentelemetry_auto_is_off_and_on_is_refused() -> None:
     out = run_python(WITHOUT_OTEL).splitlines()
     assert out[0] == "m {'stats': 0}"
     assert out[1].startswith("GatewayConfig.telemetry is 'on' but opentelemetry-api is not")
-    assert "pip install 'trio-llm-gateway[otel]'" in out[1]
+    assert "pip install -e '.[otel]'" in out[1]
 
 
 def test_telemetry_settings_are_validated() -> None:

@@ -549,7 +549,7 @@ class GatewayConfig:
             TLS; a password goes in the user-info and is never shown). When set, every
             model's and limit group's books, 429 pauses and provider header hints are shared
             by every gateway using the same server and ``shared_prefix`` (see
-            ``docs/ratelimits.md``; needs ``pip install 'trio-llm-gateway[redis]'``).
+            ``docs/ratelimits.md``; needs the redis extra: ``pip install -e '.[redis]'``).
             ``None`` (the default) keeps them in this process.
         shared_prefix: The key prefix of the shared books: gateways share budgets exactly
             when they use the same server and prefix (and the same model ids and groups).

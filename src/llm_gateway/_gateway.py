@@ -137,7 +137,8 @@ class Gateway(anyio.AsyncContextManagerMixin):
         if loaded.telemetry == "on" and not self._telemetry:
             raise ConfigError(
                 "GatewayConfig.telemetry is 'on' but opentelemetry-api is not installed; "
-                "install it (pip install 'trio-llm-gateway[otel]') or set telemetry to 'auto'"
+                "install it from the project's checkout (pip install -e '.[otel]'; or: pip install "
+                "opentelemetry-api) or set telemetry to 'auto'"
             )
         if self._telemetry:
             names.append("telemetry")

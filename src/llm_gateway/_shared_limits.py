@@ -341,8 +341,8 @@ class SharedBooks:
             from ._exceptions import ConfigError
 
             raise ConfigError(
-                "GatewayConfig.shared_state needs the redis extra; "
-                "pip install 'trio-llm-gateway[redis]'"
+                "GatewayConfig.shared_state needs the redis extra; install it from the project's "
+                "checkout with: pip install -e '.[redis]' (or: pip install coredis)"
             ) from None
         client = coredis.Redis.from_url(
             self._url,

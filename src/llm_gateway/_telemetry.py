@@ -1,8 +1,8 @@
 """OpenTelemetry: one GenAI client span per request, and metrics, from the lanes' events.
 
 This module imports ``opentelemetry`` (the API only) at its top, so the gateway imports it only
-when it opens with telemetry on and the API is installed (``pip install
-trio-llm-gateway[otel]``). Like every library that instruments itself, it uses the tracer and
+when it opens with telemetry on and the API is installed (from a checkout:
+``pip install -e '.[otel]'``). Like every library that instruments itself, it uses the tracer and
 meter providers the application configured (the global ones unless the gateway was given
 others) and never configures an exporter. With no provider configured, the API's no-op tracer
 makes every span non-recording: a request then costs one context read and one no-op span.
