@@ -201,6 +201,8 @@ def test_a_bad_endpoint_is_not_echoed() -> None:
         ({"endpoint": "localhost:8000/v1"}, "endpoint"),
         ({"endpoint": "http://localhost:8000/v1\n"}, "endpoint"),
         ({"endpoint": "http:///v1"}, "endpoint"),
+        ({"endpoint": "http://localhost:99999/v1"}, "endpoint"),
+        ({"endpoint": "http://localhost:0/v1"}, "endpoint"),
         ({"api_key": 123}, "api_key"),
         ({"model_name": 5}, "model_name"),
         ({"model_name": "m\udc80"}, "model_name"),

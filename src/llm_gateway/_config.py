@@ -292,35 +292,11 @@ _PROVIDER = Check(
 )
 
 
-def _endpoint_problem(value: object) -> str | Item | None:
-    # The message never quotes the URL: it may hold a user-info password.
-    if value is None:
-        return None
-    problem = V.text(non_empty=True).problem(value)
-    if problem is not None:
-        return problem
-    assert isinstance(value, str)
-    if any(ch.isspace() or not ch.isprintable() for ch in value):
-        return "got a URL with whitespace or control characters (the URL is not shown)"
-    try:
-        parts = urllib.parse.urlsplit(value)
-    except ValueError:
-        return "got a str that is not a URL (the URL is not shown)"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "got a str that is not an http(s) URL with a host (the URL is not shown)"
-    return None
+def _url_problem(value: object, schemes: tuple[str, ...], kind: str) -> str | Item | None:
+    """What makes ``value`` not a URL of one of ``schemes`` with a host (None: nothing).
 
-
-_ENDPOINT = Check(
-    V.error,
-    "an http:// or https:// URL, or None",
-    _endpoint_problem,
-    "e.g. 'http://localhost:8000/v1'",
-)
-
-
-def _shared_state_problem(value: object) -> str | Item | None:
-    # The message never quotes the URL: it may hold a password.
+    The message never quotes the URL: it may hold a password in its user-info.
+    """
     if value is None:
         return None
     problem = V.text(non_empty=True).problem(value)
@@ -334,9 +310,28 @@ def _shared_state_problem(value: object) -> str | Item | None:
         no_port = parts.port == 0  # reading the port raises ValueError for a bad one
     except ValueError:
         return "got a str that is not a URL, or with a bad port (the URL is not shown)"
-    if parts.scheme not in ("redis", "rediss") or not parts.hostname or no_port:
-        return "got a str that is not a redis:// URL with a host (the URL is not shown)"
-    db = parts.path.strip("/")
+    if parts.scheme not in schemes or not parts.hostname or no_port:
+        return f"got a str that is not {kind} URL with a host (the URL is not shown)"
+    return None
+
+
+def _endpoint_problem(value: object) -> str | Item | None:
+    return _url_problem(value, ("http", "https"), "an http(s)")
+
+
+_ENDPOINT = Check(
+    V.error,
+    "an http:// or https:// URL, or None",
+    _endpoint_problem,
+    "e.g. 'http://localhost:8000/v1'",
+)
+
+
+def _shared_state_problem(value: object) -> str | Item | None:
+    problem = _url_problem(value, ("redis", "rediss"), "a redis://")
+    if problem is not None or not isinstance(value, str):
+        return problem
+    db = urllib.parse.urlsplit(value).path.strip("/")
     if db and not (db.isascii() and db.isdigit()):
         return f"got a database {db!r} that is not a number"
     return None
