@@ -23,6 +23,28 @@ def test_import_loads_no_provider_sdk_or_test_tooling() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_import_loads_no_optional_capability_until_a_gateway_uses_it() -> None:
+    # The batch lane and its journal, the shared books and telemetry load when a gateway that
+    # uses them opens (or is built, for the shared books): `import llm_gateway` stays lean.
+    lazy = (
+        "llm_gateway._batch_lane",
+        "llm_gateway._journal",
+        "llm_gateway._shared_limits",
+        "llm_gateway._telemetry",
+        "sqlite3",
+        "coredis",
+        "opentelemetry",
+        "aiohttp",
+    )
+    code = (
+        "import sys, llm_gateway\n"
+        f"lazy = {lazy!r}\n"
+        "print(sorted(m for m in sys.modules if m in lazy or m.split('.')[0] in lazy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_every_public_name_is_exported() -> None:
     for name in llm_gateway.__all__:
         assert getattr(llm_gateway, name) is not None

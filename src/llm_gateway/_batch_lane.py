@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -34,6 +33,7 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
+from ._config import journal_in_use
 from ._exceptions import (
     BatchExpiredError,
     BatchPendingError,
@@ -41,7 +41,7 @@ from ._exceptions import (
     GatewayClosedError,
     RequestValidationError,
 )
-from ._journal import JOURNAL_FILE, open_journal, outcome_to_json
+from ._journal import open_journal, outcome_to_json
 from ._models import LLMMessage, LLMRequest, LLMResponse, ModelProvider, RequestPriority
 from ._queue import DONE, RUNNING
 
@@ -558,14 +558,6 @@ async def open_batch_apis(
         if model.batch_api.enabled
     }
     directory = config.journal_dir
-    if directory is None:
-        return None, apis
-    if not apis and not _journal_exists(directory):
+    if directory is None or not journal_in_use(config):
         return None, apis
     return await stack.enter_async_context(open_journal(directory)), apis
-
-
-def _journal_exists(directory: str) -> bool:
-    # One stat, on the loop: a worker thread would let a virtual clock jump while the gateway
-    # opens (every gateway with a log_dir asks this, batch models or not).
-    return os.path.exists(os.path.join(directory, JOURNAL_FILE))

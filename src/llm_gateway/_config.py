@@ -515,6 +515,25 @@ def _models_problem(value: object) -> str | Item | None:
 TELEMETRY_MODES = ("auto", "on", "off")
 
 
+JOURNAL_FILE = "batch_journal.sqlite3"
+"""The batch journal's file name in ``GatewayConfig.journal_dir``."""
+
+
+def journal_in_use(config: GatewayConfig) -> bool:
+    """Whether a gateway on ``config`` opens the batch journal.
+
+    It does when a model uses the batch lane, or when the state directory already holds a
+    journal (its results stay collectable). One stat, on the loop: a worker thread would let a
+    virtual clock jump while the gateway opens.
+    """
+    directory = config.journal_dir
+    if directory is None:
+        return False
+    return any(m.batch_api.enabled for m in config.models.values()) or os.path.exists(
+        os.path.join(directory, JOURNAL_FILE)
+    )
+
+
 def _log_dir(value: str | os.PathLike[str] | None) -> str | None:
     return os.fspath(value) if isinstance(value, os.PathLike) else value
 

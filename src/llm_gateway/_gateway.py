@@ -7,7 +7,6 @@ import importlib
 import importlib.util
 import math
 import os
-import sys
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Final, Literal, Self, cast, overload
@@ -16,8 +15,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 
-from ._batch_lane import BatchLane, open_batch_apis
-from ._config import GatewayConfig, ModelConfig, load_config
+from ._config import GatewayConfig, ModelConfig, journal_in_use, load_config
 from ._exceptions import (
     BatchError,
     ConfigError,
@@ -28,15 +26,14 @@ from ._exceptions import (
     UnknownRequestError,
 )
 from ._future import ResponseFuture
-from ._journal import Journal
+from ._imports import import_off_loop
 from ._lane import Lane
 from ._logs import JsonlLog
 from ._models import LLMRequest, LLMResponse, ModelProvider
 from ._observe import Observer, Observers
 from ._queue import Entry
 from ._ratelimit import Budget, RateLimiter
-from ._recording import CassetteRecorder, _virtual_clock, require_real_time
-from ._shared_limits import SharedBooks
+from ._recording import CassetteRecorder, require_real_time
 from ._stats import GatewayStats, LimitGroupStats, StatsObserver
 from ._stream import LLMStream
 from ._validators import did_you_mean
@@ -46,6 +43,9 @@ from .providers._open import open_provider
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
+
+    from ._journal import Journal
+    from ._shared_limits import SharedBooks
 
 __all__ = ["Gateway", "LLMGateway"]
 
@@ -146,7 +146,12 @@ class Gateway(anyio.AsyncContextManagerMixin):
         self._observers = Observers([], names=names)
         self._opened_at = self._closed_at = math.nan
         # Rate-limit books in Redis (shared by every gateway on it), or None: in this process.
-        self._shared = SharedBooks.from_config(loaded)
+        self._shared: SharedBooks | None = None
+        if loaded.shared_state is not None:
+            # Imported for the shared mode only: `import llm_gateway` stays lean without it.
+            from ._shared_limits import SharedBooks
+
+            self._shared = SharedBooks.from_config(loaded)
         self._group_limiters = {
             name: self._limiter(
                 f"group {name!r}",
@@ -181,7 +186,12 @@ class Gateway(anyio.AsyncContextManagerMixin):
                     )
                     for model_id, model in self.config.models.items()
                 }
-                self._journal, batch_apis = await open_batch_apis(providers, self.config, opened)
+                batch_apis: dict[str, Any] = {}
+                if journal_in_use(self.config):
+                    batch_lane = await import_off_loop(f"{__package__}._batch_lane")
+                    self._journal, batch_apis = await batch_lane.open_batch_apis(
+                        providers, self.config, opened
+                    )
                 recorder = None
                 if self._record_to is not None:
                     if self._provider_factory is open_provider and any(
@@ -217,7 +227,7 @@ class Gateway(anyio.AsyncContextManagerMixin):
                         assert self._journal is not None  # opened for every batch model
                         lane = self._lanes[model_id]
                         policy = self.config.models[model_id].batch_api
-                        lane.use_batch_api(BatchLane(lane, api, self._journal, policy))
+                        lane.use_batch_api(batch_lane.BatchLane(lane, api, self._journal, policy))
                     for lane in self._lanes.values():
                         await tg.start(lane.run)
                     self._opened_at = anyio.current_time()
@@ -251,12 +261,8 @@ class Gateway(anyio.AsyncContextManagerMixin):
         tracer_provider, meter_provider = self._otel_providers
         try:
             name = f"{__package__}._telemetry"
-            if name in sys.modules or _virtual_clock() is not None:
-                # A virtual clock would jump ahead while a worker thread imports.
-                telemetry = importlib.import_module(name)
-            else:
-                # Off the loop: the OpenTelemetry API's first import takes some 20 ms.
-                telemetry = await anyio.to_thread.run_sync(importlib.import_module, name)
+            # Off the loop: the OpenTelemetry API's first import takes some 20 ms.
+            telemetry = await import_off_loop(name)
             return [
                 telemetry.Telemetry(
                     self.config.models,

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from ._config import JOURNAL_FILE
 from ._exceptions import (
     BatchExpiredError,
     GatewayClosedError,
@@ -36,7 +37,6 @@ from ._models import LLMResponse, ToolCall, Usage
 
 __all__ = ["JOURNAL_FILE", "RETENTION_S", "Journal", "PendingBatch", "open_journal"]
 
-JOURNAL_FILE = "batch_journal.sqlite3"
 RETENTION_S = 29 * 24 * 3600.0
 """How long an uncollected result is kept after its batch ended (Anthropic keeps results 29
 days too); older ones are deleted when a gateway opens the journal."""

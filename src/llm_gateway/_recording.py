@@ -9,14 +9,13 @@ endpoints never reach this level, so they cannot be written.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import os
-import sys
 
 import anyio
 import attrs
 
+from ._clock import virtual_clock
 from ._config import ModelConfig
 from ._exceptions import ConfigError
 from ._models import LLMRequest, LLMResponse
@@ -36,28 +35,6 @@ _REAL_TIME_HINT = (
 )
 
 
-def _virtual_clock() -> str | None:
-    """The name of the running event loop's virtual clock, or ``None`` on real time."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # not asyncio: trio, if it is imported and running
-        trio = sys.modules.get("trio")
-        if trio is None:
-            return None
-        try:
-            clock = trio.lowlevel.current_clock()
-        except RuntimeError:
-            return None
-        # MockClock, or any clock but trio's default one.
-        if type(clock).__name__ == "SystemClock" and type(clock).__module__.startswith("trio."):
-            return None
-        return f"trio clock {type(clock).__qualname__}"
-    looptime = sys.modules.get("looptime")
-    if looptime is not None and isinstance(loop, looptime.LoopTimeEventLoop) and loop.looptime_on:
-        return "looptime's event loop"
-    return None
-
-
 def require_real_time() -> None:
     """Refuse to record real providers on a virtual clock (trio's ``MockClock``, looptime's loop).
 
@@ -69,7 +46,7 @@ def require_real_time() -> None:
     Raises:
         ConfigError: The running event loop's clock is virtual; the message says what to do.
     """
-    clock = _virtual_clock()
+    clock = virtual_clock()
     if clock is not None:
         raise ConfigError(_REAL_TIME_HINT.format(clock=clock))
 

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import gc
-import importlib
-import sys
-import threading
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from types import ModuleType
 from typing import TYPE_CHECKING
-
-import anyio.to_thread
 
 from .._config import ModelConfig
 from .._exceptions import ConfigError
+from .._imports import import_off_loop
 from .._models import ModelProvider
 from ._base import Provider
 from ._mock import MockFixtures, MockProvider, MockScript
@@ -55,42 +49,6 @@ def sdk_extra(provider: ModelProvider) -> str | None:
     return None
 
 
-_IMPORTING = threading.Lock()
-# While an import runs in a worker thread, the loop's thread waits this long at most for the
-# GIL (CPython's default is 5 ms), so its tasks keep running at a fine grain.
-_IMPORT_SWITCH_INTERVAL_S = 0.0005
-
-
-def import_adapter(extra: str) -> ModuleType:
-    """Import the SDK adapter module for ``extra`` (and so its SDK), pausing the cyclic GC.
-
-    Meant for a worker thread: importing an SDK runs for hundreds of milliseconds, and the
-    ~200,000 objects it creates set off full garbage collections, each holding the GIL for
-    30-70 ms, stalling the event loop's thread as surely as an import on the loop would. With
-    collection paused for the import, the new objects are then moved to the oldest generation
-    unscanned (``gc.freeze`` + ``gc.unfreeze``): the application's own full collections see
-    them later, at their usual pace, as if the SDK had been imported at startup. Nothing stays
-    frozen, and an application that turned the collector off keeps it off.
-    """
-    name = f"{__package__}._{extra}"
-    module = sys.modules.get(name)
-    if module is not None:
-        return module
-    with _IMPORTING:
-        was_enabled = gc.isenabled()
-        switch_interval = sys.getswitchinterval()
-        gc.disable()
-        sys.setswitchinterval(min(switch_interval, _IMPORT_SWITCH_INTERVAL_S))
-        try:
-            return importlib.import_module(name)
-        finally:
-            sys.setswitchinterval(switch_interval)
-            gc.freeze()
-            gc.unfreeze()
-            if was_enabled:
-                gc.enable()
-
-
 def _missing_extra(
     error: ModuleNotFoundError, extra: str, model_id: str, config: ModelConfig
 ) -> Exception:
@@ -128,7 +86,7 @@ async def open_provider(
     if extra is not None:
         try:
             # Off the loop: the first import of an SDK in a process takes hundreds of ms.
-            adapter = await anyio.to_thread.run_sync(import_adapter, extra)
+            adapter = await import_off_loop(f"{__package__}._{extra}")
         except ModuleNotFoundError as error:
             raise _missing_extra(error, extra, model_id, config) from None
         # Each SDK adapter module has an `open_<extra>` with the same signature.
