@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 INSTALL = "redis-server is not installed: run `apt-get install -y redis-server` (.ci/run does)"
 
 
@@ -109,6 +107,8 @@ def running_redis(directory: Path) -> Iterator[RedisServer]:
         server = RedisServer(directory)
         server.start()
     except RedisServerError as exc:
+        import pytest  # here: the benchmarks use this launcher without pytest installed
+
         pytest.fail(str(exc), pytrace=False)
     try:
         yield server
