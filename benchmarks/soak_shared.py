@@ -1,6 +1,6 @@
 """Soak test of shared rate limits: several gateway processes, one Redis, one provider quota.
 
-The coordinator starts a ``redis-server`` (the OS package) on a free port and the loopback fake
+The coordinator starts a ``redis-server`` (the first on PATH) on a free port and the loopback fake
 server (:func:`llm_gateway.testing.open_fake_llm_server`), which enforces the quota itself: at
 most ``--rpm`` requests and ``--tpm`` tokens (the usage it answers with) in any 60-s span,
 answering 429 past it. Then it starts ``--processes`` worker processes, half on trio and half on

