@@ -166,6 +166,9 @@ def test_ctrl_c_in_a_terminal_run_ends_with_the_summary_and_no_traceback(backend
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # As from a terminal: a suite started in the background (`pytest &` in a script)
+        # passes SIGINT on ignored, and the demo would never hear the Ctrl+C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     first = proc.stdout.readline()  # the demo has started: the gateway opens next
