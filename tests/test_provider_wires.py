@@ -116,8 +116,10 @@ async def test_each_wire_uses_its_http_client(protocol: Protocol, wire: str) -> 
     async with scripted.serving(wire), open_scripted("m", protocol.config(), scripted, wire) as p:
         transport = p.client._client._transport  # type: ignore[attr-defined]
         await p.complete(user("hi"))
-    expected = "GatewayAiohttpTransport" if wire == "aiohttp" else "ShardedTransport"
-    assert type(transport).__name__ == expected
+    if wire == "aiohttp":
+        assert type(transport) is transport_module.GatewayAiohttpTransport
+    else:
+        assert type(transport._pool) is transport_module.StackedConnectionPool
 
 
 async def test_auto_is_aiohttp_on_asyncio_and_httpx_on_trio(
@@ -136,7 +138,7 @@ async def test_auto_is_httpx_when_aiohttp_is_not_installed(
     monkeypatch.setattr(transport_module, "_aiohttp_installed", lambda: False)
     async with open_provider("m", protocol.config()) as p:
         transport = p.client._client._transport  # type: ignore[attr-defined]
-    assert type(transport) is transport_module.ShardedTransport
+    assert type(transport._pool) is transport_module.StackedConnectionPool
 
 
 @pytest.mark.parametrize("value", ["curl", "", 3, None, "AIOHTTP"])
@@ -254,8 +256,8 @@ async def test_the_gateway_deadline_closes_the_connection(protocol: Protocol, wi
 async def test_the_pool_holds_max_concurrency_connections(
     protocol: Protocol, wire: str, max_concurrency: int
 ) -> None:
-    """At most max_concurrency connections, all of them used, and kept: httpx2's in pools of
-    at most 4 (9 = 4 + 4 + 1), aiohttp's in one connector."""
+    """At most max_concurrency connections, all of them used, and kept (httpx2's in the
+    stacked pool, aiohttp's in its connector)."""
     scripted = protocol.api()
     scripted.delay_s = 0.05
     config = protocol.config(max_concurrency=max_concurrency)

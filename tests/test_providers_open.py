@@ -23,6 +23,7 @@ from llm_gateway.providers import MockProvider, open_provider
 from llm_gateway.providers._anthropic import AnthropicProvider
 from llm_gateway.providers._http import kept_headers, parse_retry_after
 from llm_gateway.providers._openai import OpenAIProvider
+from llm_gateway.providers._transport import StackedConnectionPool
 
 from ._provider_support import ScriptedApi, json_response
 
@@ -82,7 +83,7 @@ async def test_every_provider_has_its_adapter(provider: ModelProvider) -> None:
 
 async def test_an_sdk_client_is_pooled_to_max_concurrency_with_retries_off_and_closed() -> None:
     # httpx2's pools, read from its internals (the aiohttp client's pool: test_provider_wires.py):
-    # max_concurrency connections, in pools of at most SHARD_SIZE (4).
+    # max_concurrency connections, kept by the stacked pool.
     httpx = {"http_client": "httpx"}
     model = config(
         "claude-sonnet", api_key="k", max_concurrency=7, timeout_s=42.0, provider_options=httpx
@@ -92,9 +93,9 @@ async def test_an_sdk_client_is_pooled_to_max_concurrency_with_retries_off_and_c
         client = opened.client
         assert client.max_retries == 0
         assert client.timeout == 42.0
-        shards = client._client._transport.shards  # type: ignore[attr-defined]
-        pools = [(s._pool._max_connections, s._pool._max_keepalive_connections) for s in shards]
-        assert pools == [(4, 4), (3, 3)]
+        pool = client._client._transport._pool  # type: ignore[attr-defined]
+        assert type(pool) is StackedConnectionPool
+        assert (pool._max_connections, pool._max_keepalive_connections) == (7, 7)
     assert client.is_closed()
     model = config("gpt-4o", api_key="k", max_concurrency=3, timeout_s=None, provider_options=httpx)
     async with open_provider("m", model) as opened:

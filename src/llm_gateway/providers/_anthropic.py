@@ -24,6 +24,7 @@ from ._http import (
     PARSE_ERRORS,
     BodyError,
     SdkErrors,
+    absolute_url,
     body_fields,
     headers_option,
     item_fields,
@@ -140,6 +141,7 @@ class AnthropicProvider:
         self.model_id = model_id
         self.model_name = model_name
         self.client = client
+        self._messages_url = absolute_url(client, "/v1/messages")
         self.default_max_tokens = default_max_tokens
         # What no exception may show (the key, extra header values): see SdkErrors.translate.
         self._secrets = tuple(s for s in (client.api_key, *secrets) if s)
@@ -195,7 +197,7 @@ class AnthropicProvider:
         """
         try:
             response = await self.client.post(
-                "/v1/messages", body=self.request_body(request), cast_to=httpx2.Response
+                self._messages_url, body=self.request_body(request), cast_to=httpx2.Response
             )
         except anthropic.APIError as error:
             failure = ERRORS.translate(error, self._secrets)
@@ -218,7 +220,7 @@ class AnthropicProvider:
         body["stream"] = True
         try:
             response = await self.client.post(
-                "/v1/messages", body=body, cast_to=httpx2.Response, stream=True
+                self._messages_url, body=body, cast_to=httpx2.Response, stream=True
             )
         except anthropic.APIError as error:
             failure = ERRORS.translate(error, self._secrets)

@@ -28,6 +28,7 @@ from ._http import (
     PARSE_ERRORS,
     BodyError,
     SdkErrors,
+    absolute_url,
     body_fields,
     headers_option,
     item_fields,
@@ -123,6 +124,7 @@ class OpenAIProvider:
         self.model_id = model_id
         self.model_name = model_name
         self.client = client
+        self._completions_url = absolute_url(client, "/chat/completions")
         self.max_tokens_field = max_tokens_field
         # What no exception may show (the key, extra header values): see SdkErrors.translate.
         self._secrets = tuple(s for s in (client.api_key, *secrets) if s)
@@ -184,7 +186,7 @@ class OpenAIProvider:
         """
         try:
             response = await self.client.post(
-                "/chat/completions",
+                self._completions_url,
                 body=self.request_body(request),
                 cast_to=httpx2.Response,
                 options=_REQUEST_OPTIONS,
@@ -211,7 +213,7 @@ class OpenAIProvider:
         body["stream_options"] = {"include_usage": True}
         try:
             response = await self.client.post(
-                "/chat/completions",
+                self._completions_url,
                 body=body,
                 cast_to=httpx2.Response,
                 options=_REQUEST_OPTIONS,

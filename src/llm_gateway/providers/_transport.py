@@ -14,9 +14,8 @@ and the exceptions it chains carry the request (URL, headers). :class:`GatewayAi
 wraps the SDK's transport so that the same failure gives the same httpx2 exception on both
 transports, with a message that quotes no request header nor URL, and nothing chained.
 
-httpx2's one pool of ``max_concurrency`` connections becomes several small ones
-(:class:`ShardedTransport`): httpcore2's per-request walk over its pool costs in proportion to
-the pool's size.
+httpx2's pool is :class:`StackedConnectionPool`: httpcore2's connections, without httpcore2's
+per-request walk over the whole pool (which costs in proportion to the pool's size).
 
 Imported only by the SDK adapters; it never imports aiohttp unless a model uses it.
 """
@@ -27,9 +26,10 @@ import functools
 import importlib.util
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Any
 
+import anyio
 import attrs
 import httpcore2
 import httpx2
@@ -40,14 +40,12 @@ from .._exceptions import ConfigError
 
 __all__ = [
     "HTTP_CLIENTS",
-    "SHARD_SIZE",
     "GatewayAiohttpTransport",
     "SdkHttpClients",
-    "ShardedTransport",
+    "StackedConnectionPool",
     "build_http_client",
     "http_client_choice",
     "pool_limits",
-    "shard_sizes",
     "shared_ssl_context",
 ]
 
@@ -146,9 +144,9 @@ def build_http_client(
 ) -> httpx2.AsyncClient:
     """The SDK's HTTP client of kind ``choice``, with the model's pool size and timeout.
 
-    httpx2's pool of ``max_concurrency`` connections is split into shards of at most
-    :data:`SHARD_SIZE` (:class:`ShardedTransport`); aiohttp's is one connector, its transport
-    wrapped by :class:`GatewayAiohttpTransport`. Blocking (the SSL context, the first time):
+    httpx2's pool of ``max_concurrency`` connections is a :class:`StackedConnectionPool`;
+    aiohttp's is one connector, its transport wrapped by :class:`GatewayAiohttpTransport`.
+    Blocking (the SSL context, the first time):
     call it from a worker thread.
     """
     options: dict[str, Any] = {"timeout": config.timeout_s, "verify": shared_ssl_context()}
@@ -157,21 +155,11 @@ def build_http_client(
         _wrap_transports(client)
         return client
     client = clients.httpx(**options, limits=pool_limits(config))
-    if config.max_concurrency > SHARD_SIZE:
-        # Each shard's transport is built by the SDK's own client class (the SDK's socket
-        # options, proxies left to the outer client), then set in place of the one pool: httpx2
-        # keeps it in ``_transport`` and has no hook for it (that pool never opened a socket).
-        shards = [
-            (
-                clients.httpx(
-                    **options,
-                    limits=httpx2.Limits(max_connections=size, max_keepalive_connections=size),
-                )._transport,
-                size,
-            )
-            for size in shard_sizes(config.max_concurrency)
-        ]
-        client._transport = ShardedTransport(shards)
+    # The SDK's transport keeps its pool in ``_pool`` and httpx2 has no hook to choose
+    # another; this one has not opened a socket yet. Proxy mounts keep httpcore2's pools.
+    transport = client._transport
+    if isinstance(transport, httpx2.AsyncHTTPTransport):
+        transport._pool = StackedConnectionPool.replacing(transport._pool)
     return client
 
 
@@ -287,80 +275,195 @@ class GatewayAiohttpTransport(httpx2.AsyncBaseTransport):
         await self.transport.aclose()
 
 
-# -- httpx2's pool, in shards ----------------------------------------------------------------
-
-SHARD_SIZE = 4
-"""The most connections in one httpx2 pool. httpcore2 walks every connection of its pool twice
-per request (when it starts and when it ends), polling each idle socket: at 64 connections
-that walk was about a quarter of a call's CPU on trio. Pools of 4 make it cheap; smaller ones
-measured no better."""
+# -- httpx2's pool: a stack of idle connections ---------------------------------------------
 
 
-def shard_sizes(connections: int) -> list[int]:
-    """``connections`` split into pools of at most :data:`SHARD_SIZE` (the last may be smaller)."""
-    full, rest = divmod(connections, SHARD_SIZE)
-    return [SHARD_SIZE] * full + ([rest] if rest else [])
+class StackedConnectionPool(httpcore2.AsyncConnectionPool):
+    """httpcore2's connection pool, with each origin's idle connections kept on a stack.
+
+    httpcore2's own pool walks all of its connections twice per request (when a request
+    starts and when its response closes), asking each idle one whether its socket is still
+    good: at 64 connections that walk cost more than the rest of the HTTP/1.1 exchange on
+    trio. Here a request takes the most recently used idle connection of its origin (one
+    check of that one socket) or opens a new one; its response's close puts the connection
+    back. The connections themselves (HTTP/1.1, TLS, proxies, connect retries, timeouts) are
+    httpcore2's, built by :meth:`create_connection` as httpcore2's pool builds them.
+
+    The same limits as httpcore2's pool: at most ``max_connections`` connections, busy and
+    idle together; requests beyond them wait (up to the request's ``pool`` timeout, then
+    ``PoolTimeout``); at most ``max_keepalive_connections`` idle ones kept. For HTTP/1.1
+    only: a pool that may speak HTTP/2 shares connections between requests, so it stays
+    httpcore2's own (:meth:`replacing` returns it unchanged).
+
+    A connection whose exchange fails or is cancelled is closed at once (shielded from the
+    cancellation), so cancelling a request closes its socket.
+    """
+
+    @classmethod
+    def replacing(cls, pool: httpcore2.AsyncConnectionPool) -> httpcore2.AsyncConnectionPool:
+        """A pool with ``pool``'s settings (its SDK's socket options, SSL context, proxy)."""
+        if type(pool) is not httpcore2.AsyncConnectionPool or pool._http2:
+            return pool
+        return cls(
+            ssl_context=pool._ssl_context,
+            proxy=pool._proxy,
+            max_connections=pool._max_connections,
+            max_keepalive_connections=pool._max_keepalive_connections,
+            keepalive_expiry=pool._keepalive_expiry,
+            http1=pool._http1,
+            http2=pool._http2,
+            retries=pool._retries,
+            local_address=pool._local_address,
+            uds=pool._uds,
+            network_backend=pool._network_backend,
+            socket_options=pool._socket_options,
+        )
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        self._idle: dict[tuple[bytes, bytes, int], list[httpcore2.AsyncConnectionInterface]] = {}
+        self._busy: set[httpcore2.AsyncConnectionInterface] = set()
+        # One token per request holding (or about to hold) a connection: the limit on
+        # requests in flight; idle connections beyond it are closed when a new one opens.
+        self._slots = anyio.Semaphore(self._max_connections)
+
+    @property
+    def connections(self) -> list[httpcore2.AsyncConnectionInterface]:
+        """Every open connection: busy ones, then each origin's idle ones."""
+        return [*self._busy, *(c for stack in self._idle.values() for c in stack)]
+
+    def _idle_count(self) -> int:
+        return sum(map(len, self._idle.values()))
+
+    async def handle_async_request(self, request: httpcore2.Request) -> httpcore2.Response:
+        """Send ``request`` on an idle connection of its origin, or on a new one."""
+        scheme = request.url.scheme
+        if scheme not in (b"http", b"https", b"ws", b"wss"):
+            raise httpcore2.UnsupportedProtocol(
+                "Request URL is missing an 'http://' or 'https://' protocol."
+                if not scheme
+                else f"Request URL has an unsupported protocol '{scheme.decode()}://'."
+            )
+        try:
+            self._slots.acquire_nowait()
+        except anyio.WouldBlock:
+            timeout = request.extensions.get("timeout", {}).get("pool")
+            with anyio.move_on_after(timeout) as waited:
+                await self._slots.acquire()
+            if waited.cancelled_caught:
+                raise httpcore2.PoolTimeout("no connection came free in time") from None
+        try:
+            return await self._send(request)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def _send(self, request: httpcore2.Request) -> httpcore2.Response:
+        origin = request.url.origin
+        key = (origin.scheme, origin.host, origin.port)
+        while True:
+            connection = await self._take_idle(key)
+            if connection is None:
+                await self._make_room()
+                connection = self.create_connection(origin)
+            self._busy.add(connection)
+            try:
+                response = await connection.handle_async_request(request)
+            except httpcore2.ConnectionNotAvailable:
+                # It closed between the check and the send: take another.
+                await self._discard(connection)
+                continue
+            except BaseException:
+                await self._discard(connection)
+                raise
+            assert isinstance(response.stream, AsyncIterable)
+            return httpcore2.Response(
+                status=response.status,
+                headers=response.headers,
+                content=_Released(response.stream, self, key, connection),
+                extensions=response.extensions,
+            )
+
+    async def _take_idle(
+        self, key: tuple[bytes, bytes, int]
+    ) -> httpcore2.AsyncConnectionInterface | None:
+        stack = self._idle.get(key)
+        while stack:
+            connection = stack.pop()
+            if connection.is_available() and not connection.has_expired():
+                return connection
+            await _close(connection)
+        return None
+
+    async def _make_room(self) -> None:
+        # This request holds a slot but no connection yet, so with the pool full at least
+        # one connection is idle: close the oldest of some origin's.
+        while self._idle_count() and len(self._busy) + self._idle_count() >= self._max_connections:
+            stack = next(stack for stack in self._idle.values() if stack)
+            await _close(stack.pop(0))
+
+    async def _discard(self, connection: httpcore2.AsyncConnectionInterface) -> None:
+        self._busy.discard(connection)
+        await _close(connection)
+
+    async def release(
+        self, key: tuple[bytes, bytes, int], connection: httpcore2.AsyncConnectionInterface
+    ) -> None:
+        """Take back ``connection`` when its response closed: idle if reusable, else closed."""
+        self._busy.discard(connection)
+        self._slots.release()
+        if connection.is_idle() and self._idle_count() < self._max_keepalive_connections:
+            self._idle.setdefault(key, []).append(connection)
+        else:
+            await _close(connection)
+
+    async def aclose(self) -> None:
+        """Close every connection, busy ones included (as httpcore2's pool does)."""
+        closing = self.connections
+        self._busy.clear()
+        self._idle.clear()
+        for connection in closing:
+            await _close(connection)
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} [Connections: {len(self._busy)} active, "
+            f"{self._idle_count()} idle]>"
+        )
 
 
-class _Released(httpx2.AsyncByteStream):
-    """A response body that calls ``release`` once, when it is closed."""
+async def _close(connection: httpcore2.AsyncConnectionInterface) -> None:
+    with anyio.CancelScope(shield=True):
+        await connection.aclose()
 
-    def __init__(self, stream: httpx2.AsyncByteStream, release: Callable[[], None]) -> None:
+
+class _Released:
+    """A response body that gives its connection back to the pool once, when closed."""
+
+    def __init__(
+        self,
+        stream: AsyncIterable[bytes],
+        pool: StackedConnectionPool,
+        key: tuple[bytes, bytes, int],
+        connection: httpcore2.AsyncConnectionInterface,
+    ) -> None:
         self._stream = stream
-        self._release: Callable[[], None] | None = release
+        self._pool = pool
+        self._key = key
+        self._connection: httpcore2.AsyncConnectionInterface | None = connection
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self._stream:
             yield chunk
 
     async def aclose(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
         try:
-            await self._stream.aclose()
+            with anyio.CancelScope(shield=True):
+                aclose = getattr(self._stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
         finally:
-            release, self._release = self._release, None
-            if release is not None:
-                release()
-
-
-class ShardedTransport(httpx2.AsyncBaseTransport):
-    """Several httpx2 transports, each with its own small pool, as one.
-
-    A request goes to the shard with the most free connections; its connection counts as
-    busy until the response body is closed (or the request fails or is cancelled). Together
-    the shards hold as many connections as the one pool they replace; more requests than
-    that wait inside a shard's pool, as they would in one pool. Errors, timeouts and
-    cancellation are the shards' own: this only chooses.
-
-    Args:
-        shards: Each shard's transport (built by the SDK's ``DefaultAsyncHttpxClient``, so it
-            has the SDK's socket options) and its number of connections.
-    """
-
-    def __init__(self, shards: list[tuple[httpx2.AsyncBaseTransport, int]]) -> None:
-        self.shards = [transport for transport, _ in shards]
-        self.free = [size for _, size in shards]
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        free = self.free
-        shard = max(range(len(free)), key=free.__getitem__)
-        free[shard] -= 1
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                free[shard] += 1
-
-        try:
-            response = await self.shards[shard].handle_async_request(request)
-        except BaseException:
-            release()
-            raise
-        assert isinstance(response.stream, httpx2.AsyncByteStream)
-        response.stream = _Released(response.stream, release)
-        return response
-
-    async def aclose(self) -> None:
-        for shard in self.shards:
-            await shard.aclose()
+            await self._pool.release(self._key, connection)
