@@ -93,6 +93,17 @@ class _Batch:
         self.outcomes: dict[Entry, str] = {}
 
 
+class _Handoff:
+    """An idle attempt task's mailbox: the dispatcher puts the next attempt here and wakes it."""
+
+    __slots__ = ("batch", "entry", "given")
+
+    def __init__(self) -> None:
+        self.given = anyio.Event()
+        self.entry: Entry | None = None
+        self.batch: _Batch | None = None
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 3)
 
@@ -142,6 +153,9 @@ class Lane:
         self._eager = config.batch_fill == "eager"
         self._wakeup: anyio.Event | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        # Attempt tasks that finished their attempt and wait for the next one: starting a task
+        # per attempt costs more than handing an attempt to a task that is already there.
+        self._idle: list[_Handoff] = []
         self._count_tokens: Callable[[str], int] | None = (
             token_counter(config.rate_limit.tokenizer, config.model_name)
             if budget.limited
@@ -424,6 +438,25 @@ class Lane:
             self._dispatch(taken, now)
             await anyio.lowlevel.checkpoint()  # let the batch start; never hog the loop
 
+    def _capacity_freed(self) -> None:
+        """An attempt ended: wake the dispatcher, unless it gathers a batch that still cannot
+        leave (waking it would only have it find that out and sleep again).
+
+        The test is :meth:`_gather`'s for a freed slot: the batch leaves once the free slots
+        hold every waiting request or a whole batch, or a request due for promotion may have
+        become HIGH. Everything else that ends gathering (an arrival, closing, the gathering's
+        time limit) wakes it by itself.
+        """
+        if self._gathering_since != math.inf and not self.closing:
+            queue, config = self._queue, self.config
+            free = config.max_concurrency - len(self._running)
+            if (
+                free < min(config.batch_size, config.max_concurrency, queue.live)
+                and queue.next_promotion() > anyio.current_time()
+            ):
+                return
+        self._wake()
+
     def _gather(self, free: int, now: float) -> bool:
         """Whether a backlogged model holds its free slots a moment, to fill a batch.
 
@@ -493,8 +526,38 @@ class Lane:
                 entry.holds_slot = False
                 self._slots.release()
             self._running.add(entry)
-            self._tg.start_soon(self._attempt, entry, batch)
+            if self._idle:
+                handoff = self._idle.pop()
+                handoff.entry, handoff.batch = entry, batch
+                handoff.given.set()
+            else:
+                self._tg.start_soon(self._attempt_task, entry, batch)
         self._observers.emit(Dispatched(self.model_id, entries, now))
+
+    async def _attempt_task(self, entry: Entry, batch: _Batch) -> None:
+        """Run ``entry``'s attempt, then, idle, the attempts the dispatcher hands over.
+
+        A task ends when the lane's task group is cancelled, or when it would be idle beside
+        ``max_concurrency`` others (after a burst of retries, whose backoffs hold tasks).
+        """
+        while True:
+            await self._attempt(entry, batch)
+            del entry, batch  # an idle task holds nothing of the requests it served
+            if len(self._idle) >= self.config.max_concurrency:
+                return
+            handoff = _Handoff()
+            self._idle.append(handoff)
+            try:
+                await handoff.given.wait()
+            except BaseException:  # the lane's task group is cancelled
+                if handoff.entry is None:
+                    self._idle.remove(handoff)
+                    raise
+            # Handed an attempt (even while being cancelled: then the attempt ends at once,
+            # aborted, and passes the cancellation on, as any attempt of a cancelled lane).
+            assert handoff.entry is not None
+            assert handoff.batch is not None
+            entry, batch = handoff.entry, handoff.batch
 
     # -- one attempt, and what follows it ---------------------------------------------------
 
@@ -547,7 +610,7 @@ class Lane:
                         anyio.current_time(),
                     )
                 )
-            self._wake()  # capacity freed
+            self._capacity_freed()
         if decision is not None and entry.state is RUNNING:
             if decision.action == "retry":
                 await self._back_off(entry, decision.delay_s)

@@ -10,14 +10,15 @@ surrogates); tool schemas and tool-call arguments are JSON.
 from __future__ import annotations
 
 import enum
-import uuid
+import math
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
 from ._validators import REQUEST as V
-from ._validators import did_you_mean, to_tuple
+from ._validators import check_fields, checked, did_you_mean, plain_text, to_tuple, tuple_of
 
 __all__ = [
     "LLMMessage",
@@ -113,6 +114,18 @@ class ToolCall:
     arguments: Mapping[str, Any] = attrs.field(factory=dict, validator=_JSON_OBJECT)
 
 
+def _plain_message(m: LLMMessage) -> bool:
+    """Whether every field of ``m`` holds a value its check accepts, in one pass (see
+    :func:`_plain_request`)."""
+    return (
+        type(m.role) is str
+        and m.role in ROLES
+        and plain_text(m.content)
+        and (m.tool_call_id is None or plain_text(m.tool_call_id))
+        and tuple_of(m.tool_calls, ToolCall)
+    )
+
+
 @attrs.frozen
 class LLMMessage:
     """One chat message.
@@ -124,14 +137,20 @@ class LLMMessage:
         tool_calls: For ``role="assistant"``: the tool calls the model made on that turn.
     """
 
-    role: str = attrs.field(validator=V.one_of(*sorted(ROLES)))
-    content: str = attrs.field(default="", validator=_TEXT)
-    tool_call_id: str | None = attrs.field(default=None, kw_only=True, validator=_OPTIONAL_ID)
+    # Built once per request or more: the fields' checks run only when the one-pass test of the
+    # common values fails (see _validators.checked).
+    role: str = attrs.field(metadata=checked(V.one_of(*sorted(ROLES))))
+    content: str = attrs.field(default="", metadata=checked(_TEXT))
+    tool_call_id: str | None = attrs.field(
+        default=None, kw_only=True, metadata=checked(_OPTIONAL_ID)
+    )
     tool_calls: tuple[ToolCall, ...] = attrs.field(
-        default=(), kw_only=True, converter=_tool_calls, validator=V.tuple_of(ToolCall)
+        default=(), kw_only=True, converter=_tool_calls, metadata=checked(V.tuple_of(ToolCall))
     )
 
     def __attrs_post_init__(self) -> None:
+        if not _plain_message(self):
+            check_fields(self)
         if self.role == "tool" and not self.tool_call_id:
             raise V.fail(
                 self,
@@ -218,13 +237,23 @@ def _to_model_id(value: str) -> str:
     return value.value if isinstance(value, ModelProvider) else value
 
 
+# uuid4's version (4) and variant (RFC 4122) bits: what it clears, and what it sets.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
 def _new_request_id() -> str:
-    return uuid.uuid4().hex
+    # uuid.uuid4().hex without building a UUID object (which costs as much as the rest of a
+    # request's checks): the same 122 random bits and the same version and variant bits.
+    n = (int.from_bytes(os.urandom(16)) & _UUID4_CLEAR) | _UUID4_SET
+    return f"{n:032x}"
 
 
 def _to_priority(value: RequestPriority | int | str) -> RequestPriority:
     # A name in any case, or a value; anything else (a bool included: True is not HIGH) is
     # left for the validator to reject.
+    if type(value) is RequestPriority:
+        return value
     if isinstance(value, str) and value.upper() in RequestPriority.__members__:
         return RequestPriority[value.upper()]
     if isinstance(value, int) and not isinstance(value, bool):
@@ -233,6 +262,46 @@ def _to_priority(value: RequestPriority | int | str) -> RequestPriority:
         except ValueError:
             pass
     return value  # type: ignore[return-value]
+
+
+def _number_in(value: object, low: float, high: float) -> bool:
+    """Whether ``value`` is an ``int`` or ``float`` (not a bool) in ``[low, high]``."""
+    if type(value) is float or type(value) is int:
+        return low <= value <= high
+    return False
+
+
+def _seconds(value: object) -> bool:
+    """Whether ``value`` is ``None`` or a finite number of seconds > 0."""
+    return value is None or (_number_in(value, 0, math.inf) and value != 0 and value != math.inf)
+
+
+def _plain_request(r: LLMRequest) -> bool:
+    """Whether every field of ``r`` holds a common value its check accepts (never one it
+    refuses): one pass instead of a check per field. Rarer values (a response format, stop
+    sequences, str subclasses) are left to the fields' checks."""
+    return (
+        plain_text(r.model)
+        and r.model != ""
+        and tuple_of(r.messages, LLMMessage)
+        and r.messages != ()
+        and tuple_of(r.tools, LLMTool)
+        and plain_text(r.request_id)
+        and r.request_id != ""
+        and type(r.priority) is RequestPriority
+        and _number_in(r.temperature, 0, 2)
+        and (r.max_tokens is None or (type(r.max_tokens) is int and r.max_tokens >= 1))
+        and (r.agent_id is None or plain_text(r.agent_id))
+        and (r.trace_id is None or plain_text(r.trace_id))
+        and _seconds(r.timeout_s)
+        and type(r.stop) is tuple
+        and not r.stop
+        and (r.top_p is None or (_number_in(r.top_p, 0, 1) and r.top_p != 0))
+        and (r.seed is None or type(r.seed) is int)
+        and (r.tool_choice is None or (plain_text(r.tool_choice) and r.tool_choice != ""))
+        and r.response_format is None
+        and _seconds(r.first_token_timeout_s)
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -272,78 +341,96 @@ class LLMRequest:
             ``first_token_timeout_s`` when ``None``.
     """
 
+    # Built once per request: the fields' checks run only when the one-pass test of the common
+    # values (_plain_request) fails (see _validators.checked).
     model: str = attrs.field(
         converter=_to_model_id,
-        validator=V.text(non_empty=True, fix="use the id of a configured model"),
+        metadata=checked(V.text(non_empty=True, fix="use the id of a configured model")),
     )
     messages: tuple[LLMMessage, ...] = attrs.field(
         converter=_messages,
-        validator=V.tuple_of(
-            LLMMessage, non_empty=True, fix="give at least one LLMMessage(role, content)"
+        metadata=checked(
+            V.tuple_of(
+                LLMMessage, non_empty=True, fix="give at least one LLMMessage(role, content)"
+            )
         ),
     )
     tools: tuple[LLMTool, ...] = attrs.field(
-        default=(), converter=_tools, validator=V.tuple_of(LLMTool)
+        default=(), converter=_tools, metadata=checked(V.tuple_of(LLMTool))
     )
     request_id: str = attrs.field(
         factory=_new_request_id,
-        validator=V.text(non_empty=True, fix="pass a string id, or leave it out for a fresh one"),
+        metadata=checked(
+            V.text(non_empty=True, fix="pass a string id, or leave it out for a fresh one")
+        ),
     )
     priority: RequestPriority = attrs.field(
         default=RequestPriority.NORMAL,
         converter=_to_priority,
-        validator=V.instance_of(
-            RequestPriority, fix="use RequestPriority.HIGH, NORMAL or LOW (or 'high', 1, ...)"
+        metadata=checked(
+            V.instance_of(
+                RequestPriority, fix="use RequestPriority.HIGH, NORMAL or LOW (or 'high', 1, ...)"
+            )
         ),
     )
-    temperature: float = attrs.field(default=0.0, validator=V.finite_number(min=0, max=2))
+    temperature: float = attrs.field(default=0.0, metadata=checked(V.finite_number(min=0, max=2)))
     max_tokens: int | None = attrs.field(
         default=None,
-        validator=V.optional(V.positive_int, fix="None means the model's default"),
+        metadata=checked(V.optional(V.positive_int, fix="None means the model's default")),
     )
-    agent_id: str | None = attrs.field(default=None, validator=_OPTIONAL_ID)
-    trace_id: str | None = attrs.field(default=None, validator=_OPTIONAL_ID)
+    agent_id: str | None = attrs.field(default=None, metadata=checked(_OPTIONAL_ID))
+    trace_id: str | None = attrs.field(default=None, metadata=checked(_OPTIONAL_ID))
     timeout_s: float | None = attrs.field(
         default=None,
-        validator=V.optional(
-            V.finite_number(min=0, allow_zero=False),
-            fix="give seconds, or None for the model's default",
+        metadata=checked(
+            V.optional(
+                V.finite_number(min=0, allow_zero=False),
+                fix="give seconds, or None for the model's default",
+            )
         ),
     )
     stop: tuple[str, ...] = attrs.field(
-        default=(), converter=_stop, validator=V.str_tuple(fix="give a list of strings")
+        default=(), converter=_stop, metadata=checked(V.str_tuple(fix="give a list of strings"))
     )
     top_p: float | None = attrs.field(
         default=None,
-        validator=V.optional(
-            V.finite_number(min=0, max=1, allow_zero=False),
-            fix="None means the provider's default",
+        metadata=checked(
+            V.optional(
+                V.finite_number(min=0, max=1, allow_zero=False),
+                fix="None means the provider's default",
+            )
         ),
     )
     seed: int | None = attrs.field(
         default=None,
         converter=_to_seed,
-        validator=V.optional(
-            V.check("an int", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-            fix="None means no seed",
+        metadata=checked(
+            V.optional(
+                V.check("an int", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+                fix="None means no seed",
+            )
         ),
     )
     tool_choice: str | None = attrs.field(
-        default=None, validator=V.optional(V.text(non_empty=True))
+        default=None, metadata=checked(V.optional(V.text(non_empty=True)))
     )
     response_format: Mapping[str, Any] | None = attrs.field(
         default=None,
-        validator=V.optional(_JSON_OBJECT, fix="give a JSON Schema as a dict, or None"),
+        metadata=checked(V.optional(_JSON_OBJECT, fix="give a JSON Schema as a dict, or None")),
     )
     first_token_timeout_s: float | None = attrs.field(
         default=None,
-        validator=V.optional(
-            V.finite_number(min=0, allow_zero=False),
-            fix="give seconds, or None for the model's default",
+        metadata=checked(
+            V.optional(
+                V.finite_number(min=0, allow_zero=False),
+                fix="give seconds, or None for the model's default",
+            )
         ),
     )
 
     def __attrs_post_init__(self) -> None:
+        if not _plain_request(self):
+            check_fields(self)
         if len(self.stop) > MAX_STOP_SEQUENCES:
             raise V.fail(
                 self,
@@ -368,6 +455,20 @@ class LLMRequest:
 _COUNT = V.non_negative_int
 
 
+def _count(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _plain_usage(u: Usage) -> bool:
+    """Whether every count of ``u`` is an ``int`` >= 0, in one pass."""
+    return (
+        _count(u.input_tokens)
+        and _count(u.output_tokens)
+        and _count(u.cache_read_tokens)
+        and _count(u.cache_write_tokens)
+    )
+
+
 @attrs.frozen
 class Usage:
     """Tokens a request used.
@@ -379,10 +480,15 @@ class Usage:
         cache_write_tokens: Prompt tokens written to the provider's cache, where reported.
     """
 
-    input_tokens: int = attrs.field(default=0, validator=_COUNT)
-    output_tokens: int = attrs.field(default=0, validator=_COUNT)
-    cache_read_tokens: int = attrs.field(default=0, validator=_COUNT)
-    cache_write_tokens: int = attrs.field(default=0, validator=_COUNT)
+    # Built once per response: the fields' checks run only when the one-pass test fails.
+    input_tokens: int = attrs.field(default=0, metadata=checked(_COUNT))
+    output_tokens: int = attrs.field(default=0, metadata=checked(_COUNT))
+    cache_read_tokens: int = attrs.field(default=0, metadata=checked(_COUNT))
+    cache_write_tokens: int = attrs.field(default=0, metadata=checked(_COUNT))
+
+    def __attrs_post_init__(self) -> None:
+        if not _plain_usage(self):
+            check_fields(self)
 
     @property
     def total_tokens(self) -> int:
@@ -391,6 +497,38 @@ class Usage:
 
 
 _MILLISECONDS = V.finite_number(min=0)
+
+
+def _optional_text(value: object) -> bool:
+    return value is None or plain_text(value)
+
+
+def _text_dict(value: object) -> bool:
+    """Whether ``value`` is a dict of ``str`` to ``str`` that UTF-8 can encode."""
+    if type(value) is not dict:
+        return False
+    return all(plain_text(k) and plain_text(v) for k, v in value.items())
+
+
+def _plain_response(r: LLMResponse) -> bool:
+    """Whether every field of ``r`` holds a value its check accepts, in one pass (see
+    :func:`_plain_request`)."""
+    return (
+        plain_text(r.request_id)
+        and plain_text(r.content)
+        and plain_text(r.model)
+        and tuple_of(r.tool_calls, ToolCall)
+        and type(r.usage) is Usage
+        and _optional_text(r.finish_reason)
+        and _number_in(r.latency_ms, 0, math.inf)
+        and r.latency_ms != math.inf
+        and _number_in(r.queue_wait_ms, 0, math.inf)
+        and r.queue_wait_ms != math.inf
+        and _optional_text(r.provider_request_id)
+        and _text_dict(r.rate_limit_headers)
+        and r.cost_usd is None
+        and _optional_text(r.batch_id)
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -425,23 +563,31 @@ class LLMResponse:
             ``docs/batch-api.md``); ``None`` for a realtime answer.
     """
 
-    request_id: str = attrs.field(validator=_TEXT)
-    content: str = attrs.field(validator=_TEXT)
-    model: str = attrs.field(validator=_TEXT)
+    # Built once per response: the fields' checks run only when the one-pass test of the
+    # common values (_plain_response) fails (see _validators.checked).
+    request_id: str = attrs.field(metadata=checked(_TEXT))
+    content: str = attrs.field(metadata=checked(_TEXT))
+    model: str = attrs.field(metadata=checked(_TEXT))
     tool_calls: tuple[ToolCall, ...] = attrs.field(
-        default=(), converter=_tool_calls, validator=V.tuple_of(ToolCall)
+        default=(), converter=_tool_calls, metadata=checked(V.tuple_of(ToolCall))
     )
-    usage: Usage = attrs.field(factory=Usage, validator=V.instance_of(Usage))
-    finish_reason: str | None = attrs.field(default="stop", validator=V.optional(_TEXT))
-    latency_ms: float = attrs.field(default=0.0, validator=_MILLISECONDS)
-    queue_wait_ms: float = attrs.field(default=0.0, validator=_MILLISECONDS)
-    provider_request_id: str | None = attrs.field(default=None, validator=V.optional(_TEXT))
+    usage: Usage = attrs.field(factory=Usage, metadata=checked(V.instance_of(Usage)))
+    finish_reason: str | None = attrs.field(default="stop", metadata=checked(V.optional(_TEXT)))
+    latency_ms: float = attrs.field(default=0.0, metadata=checked(_MILLISECONDS))
+    queue_wait_ms: float = attrs.field(default=0.0, metadata=checked(_MILLISECONDS))
+    provider_request_id: str | None = attrs.field(default=None, metadata=checked(V.optional(_TEXT)))
     rate_limit_headers: Mapping[str, str] = attrs.field(
-        factory=dict, repr=False, validator=V.str_mapping(values=_TEXT)
+        factory=dict, repr=False, metadata=checked(V.str_mapping(values=_TEXT))
     )
     parsed: Any = attrs.field(default=None, repr=False)
-    cost_usd: float | None = attrs.field(default=None, validator=V.optional(V.finite_number(min=0)))
-    batch_id: str | None = attrs.field(default=None, validator=V.optional(_TEXT))
+    cost_usd: float | None = attrs.field(
+        default=None, metadata=checked(V.optional(V.finite_number(min=0)))
+    )
+    batch_id: str | None = attrs.field(default=None, metadata=checked(V.optional(_TEXT)))
+
+    def __attrs_post_init__(self) -> None:
+        if not _plain_response(self):
+            check_fields(self)
 
     @property
     def tokens_used(self) -> Usage:
