@@ -168,6 +168,7 @@ async def test_local_llama_needs_an_endpoint_not_a_key() -> None:
         pass
 
 
+@pytest.mark.parametrize("slash", ["", "/"])
 @pytest.mark.parametrize(
     ("provider", "url"),
     [
@@ -175,9 +176,10 @@ async def test_local_llama_needs_an_endpoint_not_a_key() -> None:
         ("gpt-4o", "http://proxy.internal:8000/llm/chat/completions"),
     ],
 )
-async def test_endpoint_overrides_the_base_url(provider: str, url: str) -> None:
+async def test_endpoint_overrides_the_base_url(provider: str, url: str, slash: str) -> None:
+    # The adapters join their path to the base URL once, by the SDK's rule: the same URL.
     scripted = ScriptedApi(lambda r: json_response(500, {}))
-    model = config(provider, api_key="k", endpoint="http://proxy.internal:8000/llm")
+    model = config(provider, api_key="k", endpoint="http://proxy.internal:8000/llm" + slash)
     async with open_provider("m", model, http_client=scripted.client()) as opened:
         with pytest.raises(ProviderStatusError):
             await opened.complete(LLMRequest(model="m", messages=[LLMMessage("user", "hi")]))
