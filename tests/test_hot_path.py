@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 from unittest import mock
@@ -23,17 +24,22 @@ import pytest
 
 from llm_gateway import (
     CooldownPolicy,
+    Gateway,
     LLMMessage,
     LLMRequest,
     LLMResponse,
     LLMTool,
+    ModelConfig,
     ProviderError,
+    RequestCancelledError,
     RequestPriority,
+    RequestTimeoutError,
     RetryPolicy,
     ToolCall,
     Usage,
 )
 from llm_gateway import _models as models
+from llm_gateway.providers import Provider
 
 from ._support import RecordingGateway, ask, mock_model
 
@@ -273,3 +279,97 @@ async def test_a_request_promoted_to_high_while_a_batch_gathers_takes_the_next_f
         answers = [await fut for fut in futures]
         waits = {r.request_id: r.queue_wait_ms for r in answers}
     assert waits["d"] == pytest.approx(3000, abs=1)
+
+
+# -- attempts share their task's cancel scope; one watch per lane keeps the deadlines -------
+
+
+@pytest.mark.anyio
+async def test_a_request_in_flight_times_out_at_its_deadline_with_nobody_waiting() -> None:
+    async with RecordingGateway({"m": mock_model()}, latency=lambda r: 10.0) as gw:
+        fut = gw.submit_nowait(ask(timeout_s=1.5))
+        await anyio.sleep(1.6)
+        assert fut.done()
+        assert isinstance(fut.exception(), RequestTimeoutError)
+        assert "timed out after 1.5 s (in flight)" in str(fut.exception())
+        [call] = gw.calls
+        assert call.cancelled
+        assert call.ended == pytest.approx(1.5)
+
+
+@pytest.mark.anyio
+async def test_the_earliest_deadline_in_flight_is_kept_whatever_the_order() -> None:
+    # A later request with an earlier deadline: the lane's watch wakes for it, not the first's.
+    async with RecordingGateway({"m": mock_model()}, latency=lambda r: 10.0) as gw:
+        late = gw.submit_nowait(ask(timeout_s=8.0))
+        await anyio.sleep(0.5)
+        early = gw.submit_nowait(ask(timeout_s=1.0))
+        await anyio.sleep(1.1)
+        assert isinstance(early.exception(), RequestTimeoutError)
+        assert not late.done()
+        await anyio.sleep(7.0)
+        assert isinstance(late.exception(), RequestTimeoutError)
+        assert [c.ended for c in gw.calls] == [pytest.approx(8.0), pytest.approx(1.5)]
+
+
+@pytest.mark.parametrize("stop", ["cancel", "deadline"])
+@pytest.mark.anyio
+async def test_an_attempt_stopped_early_leaves_its_task_fit_for_the_next(stop: str) -> None:
+    # One slot, so one attempt task serves every request in turn.
+    config = mock_model(max_concurrency=1)
+    async with RecordingGateway({"m": config}, latency=lambda r: 2.0) as gw:
+        first = gw.submit_nowait(ask(request_id="first", timeout_s=1.0))
+        await anyio.sleep(0.5)
+        if stop == "cancel":
+            first.cancel()
+        await anyio.sleep(1.0)
+        assert isinstance(first.exception(), RequestCancelledError | RequestTimeoutError)
+        for i in range(3):
+            response = await gw.request(ask(request_id=f"next{i}"))
+            assert response.latency_ms == pytest.approx(2000, abs=1)
+        assert [c.cancelled for c in gw.calls] == [True, False, False, False]
+
+
+class SwallowingProvider:
+    """Answers after 1 s; answers ``"deaf"`` even when its call is cancelled (a provider that
+    swallows cancellation, so its attempt ends normally under a cancelled scope)."""
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        try:
+            await anyio.sleep(1.0)
+        except anyio.get_cancelled_exc_class():
+            if request.request_id != "deaf":
+                raise
+        return LLMResponse(request_id=request.request_id, content="ok", model="m")
+
+
+@pytest.mark.anyio
+async def test_a_provider_that_swallows_a_cancel_does_not_stop_the_next_attempt() -> None:
+    @asynccontextmanager
+    async def provider(model_id: str, config: ModelConfig) -> AsyncGenerator[Provider]:
+        yield SwallowingProvider()
+
+    models = {"m": mock_model(max_concurrency=1)}
+    async with Gateway(models=models, log_dir=None, provider_factory=provider) as gw:
+        deaf = gw.submit_nowait(ask(request_id="deaf"))
+        after = [gw.submit_nowait(ask(request_id=f"r{i}")) for i in range(3)]
+        await anyio.sleep(0.5)
+        deaf.cancel()
+        assert [(await fut).content for fut in after] == ["ok", "ok", "ok"]
+        assert deaf.cancelled()
+        assert gw.get_stats().total.completed == 3
+
+
+@pytest.mark.parametrize("stop", ["cancel", "deadline"])
+@pytest.mark.anyio
+async def test_a_shutdown_ends_when_its_last_request_in_flight_is_stopped(stop: str) -> None:
+    async with RecordingGateway({"m": mock_model()}, latency=lambda r: 10.0) as gw:
+        fut = gw.submit_nowait(ask(timeout_s=1.0))
+        await anyio.sleep(0.5)
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(gw.shutdown)
+                if stop == "cancel":
+                    await anyio.sleep(0.25)
+                    fut.cancel()
+        assert anyio.current_time() == pytest.approx(0.75 if stop == "cancel" else 1.0)

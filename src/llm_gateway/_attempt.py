@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import anyio
-
 from ._exceptions import ProviderResponseError
 from ._models import LLMResponse
 
@@ -49,23 +47,22 @@ INTERRUPTED = _Interrupted()
 Outcome = Answered | Failed | _Interrupted
 
 
-async def call(provider: Provider, request: LLMRequest, scope: anyio.CancelScope) -> Outcome:
-    """Call ``provider`` for ``request`` inside ``scope`` (which carries the deadline).
+async def call(provider: Provider, request: LLMRequest) -> Answered | Failed:
+    """Call ``provider`` for ``request``.
 
-    Cancellation from outside ``scope`` (the gateway's task group) propagates; everything
-    else becomes an outcome, so no provider can hurt the gateway by what it raises or returns.
+    Cancellation propagates (the lane stops a call by cancelling the scope it runs in);
+    everything else becomes an outcome, so no provider can hurt the gateway by what it raises
+    or returns.
     """
-    with scope:
-        try:
-            response = await provider.complete(request)
-        except Exception as error:
-            return Failed(error)
-        if not isinstance(response, LLMResponse):
-            return Failed(
-                ProviderResponseError(
-                    f"the provider of model {request.model!r} returned a "
-                    f"{type(response).__name__}, not an LLMResponse"
-                )
+    try:
+        response = await provider.complete(request)
+    except Exception as error:
+        return Failed(error)
+    if not isinstance(response, LLMResponse):
+        return Failed(
+            ProviderResponseError(
+                f"the provider of model {request.model!r} returned a "
+                f"{type(response).__name__}, not an LLMResponse"
             )
-        return Answered(response)
-    return INTERRUPTED
+        )
+    return Answered(response)

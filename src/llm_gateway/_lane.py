@@ -152,6 +152,8 @@ class Lane:
         self._gathering_since = math.inf  # when freed slots began waiting for a fuller batch
         self._eager = config.batch_fill == "eager"
         self._wakeup: anyio.Event | None = None
+        self._watch_wakeup: anyio.Event | None = None  # wakes _expire_overdue
+        self._watch_until = math.inf  # when _expire_overdue wakes at the latest
         self._tg: anyio.abc.TaskGroup | None = None
         # Attempt tasks that finished their attempt and wait for the next one: starting a task
         # per attempt costs more than handing an attempt to a task that is already there.
@@ -369,6 +371,7 @@ class Lane:
                 self._tg = tg
                 if self._batches is not None:
                     await tg.start(self._batches.run)
+                tg.start_soon(self._expire_overdue)
                 task_status.started()
                 await self._dispatch_forever()
         finally:
@@ -532,63 +535,111 @@ class Lane:
                 handoff.given.set()
             else:
                 self._tg.start_soon(self._attempt_task, entry, batch)
+            if entry.deadline < self._watch_until and self._watch_wakeup is not None:
+                self._watch_wakeup.set()  # the earliest deadline in flight: watch it
         self._observers.emit(Dispatched(self.model_id, entries, now))
 
-    async def _attempt_task(self, entry: Entry, batch: _Batch) -> None:
+    async def _attempt_task(self, entry: Entry | None, batch: _Batch | None) -> None:
         """Run ``entry``'s attempt, then, idle, the attempts the dispatcher hands over.
 
-        A task ends when the lane's task group is cancelled, or when it would be idle beside
-        ``max_concurrency`` others (after a burst of retries, whose backoffs hold tasks).
+        The attempts share one cancel scope, not one each: a cancel scope around an SDK call
+        costs the call 10-20 us. Stopping an attempt early (``cancel()``, its deadline,
+        ``abort()``: each resolves the request first) cancels the shared scope, which ends that
+        attempt; the task goes on under a new one. A task ends when the lane's task group is
+        cancelled, or when it would be idle beside ``max_concurrency`` others (after a burst of
+        retries, whose backoffs hold tasks).
         """
         while True:
-            await self._attempt(entry, batch)
-            del entry, batch  # an idle task holds nothing of the requests it served
-            if len(self._idle) >= self.config.max_concurrency:
-                return
-            handoff = _Handoff()
-            self._idle.append(handoff)
-            try:
-                await handoff.given.wait()
-            except BaseException:  # the lane's task group is cancelled
-                if handoff.entry is None:
-                    self._idle.remove(handoff)
-                    raise
-            # Handed an attempt (even while being cancelled: then the attempt ends at once,
-            # aborted, and passes the cancellation on, as any attempt of a cancelled lane).
-            assert handoff.entry is not None
-            assert handoff.batch is not None
-            entry, batch = handoff.entry, handoff.batch
+            with anyio.CancelScope() as scope:
+                while True:
+                    if entry is None or batch is None:
+                        if len(self._idle) >= self.config.max_concurrency:
+                            return
+                        handoff = _Handoff()
+                        self._idle.append(handoff)
+                        try:
+                            await handoff.given.wait()
+                        finally:
+                            # Handed an attempt even if stopped meanwhile: a stale stop of the
+                            # shared scope (asyncio delivers it late) leaves it to run under
+                            # the next scope; a cancelled task group's abort() resolves it.
+                            entry, batch = handoff.entry, handoff.batch
+                            if entry is None:
+                                self._idle.remove(handoff)
+                        assert entry is not None
+                        assert batch is not None
+                    try:
+                        await self._attempt(entry, batch, scope)
+                    finally:
+                        entry = batch = None  # an idle task holds nothing of what it served
+            # An attempt was stopped early (its request is resolved): the lane may be quiet.
+            self._router.lane_changed()
+
+    async def _expire_overdue(self) -> None:
+        """Fail each request in flight when its deadline passes, until cancelled.
+
+        An attempt runs under its task's shared cancel scope (see :meth:`_attempt_task`), which
+        has no deadline: one watch per lane, waking at the earliest deadline in flight, is
+        cheaper than a deadline per attempt. ``expire()`` resolves the request and stops its
+        call. A stream's attempt keeps a deadline of its own (``_stream.call_stream``).
+        """
+        while True:
+            self._watch_until = until = self._expire_now(anyio.current_time())
+            self._watch_wakeup = event = anyio.Event()
+            with anyio.CancelScope(deadline=until):
+                await event.wait()
+
+    def _expire_now(self, now: float) -> float:
+        """Expire the requests in flight past their deadline; return the next deadline."""
+        until = math.inf
+        for entry in list(self._running):
+            if entry.state is not RUNNING or entry.stream is not None:
+                continue
+            if entry.deadline <= now:
+                self.expire(entry)
+            else:
+                until = min(until, entry.deadline)
+        return until
 
     # -- one attempt, and what follows it ---------------------------------------------------
 
-    async def _attempt(self, entry: Entry, batch: _Batch) -> None:
+    async def _attempt(self, entry: Entry, batch: _Batch, task_scope: anyio.CancelScope) -> None:
+        """One attempt of ``entry``, in ``task_scope`` (which ends it if cancelled: see
+        :meth:`_attempt_task`), and what follows it: the answer, a retry, a fallback."""
         decision: Decision | None = None
         try:
             if entry.state is RUNNING:  # else resolved before its task started
                 if entry.deadline <= anyio.current_time():
                     self.expire(entry)
-                else:
-                    entry.scope = scope = anyio.CancelScope(deadline=entry.deadline)
-                    if entry.stream is None:
-                        outcome = await call(self._provider, entry.request, scope)
-                    else:
-                        outcome = await call_stream(
-                            self._provider,
-                            entry.request,
-                            entry.stream,
-                            scope,
-                            self._first_token_timeout(entry.request),
-                        )
+                elif entry.stream is None:
+                    entry.scope = task_scope
+                    outcome = await call(self._provider, entry.request)
                     entry.scope = None
                     if entry.state is RUNNING:
                         if isinstance(outcome, Answered):
                             self._answered(entry, outcome.response)
-                        elif isinstance(outcome, Failed) and not scope.cancel_called:
+                        else:
                             decision = self._failed(entry, outcome.error)
+                else:
+                    entry.scope = scope = anyio.CancelScope(deadline=entry.deadline)
+                    stream_outcome = await call_stream(
+                        self._provider,
+                        entry.request,
+                        entry.stream,
+                        scope,
+                        self._first_token_timeout(entry.request),
+                    )
+                    entry.scope = None
+                    if entry.state is RUNNING:
+                        if isinstance(stream_outcome, Answered):
+                            self._answered(entry, stream_outcome.response)
+                        elif isinstance(stream_outcome, Failed) and not scope.cancel_called:
+                            decision = self._failed(entry, stream_outcome.error)
                         else:  # the deadline passed during the call
                             self.expire(entry)
         except BaseException:
-            # The gateway's task group is cancelled (or worse): nothing may be left unresolved.
+            # Stopped early (the request is resolved: this does nothing), or the gateway's task
+            # group is cancelled (or worse): nothing may be left unresolved.
             decision = None
             self._finish(entry, error=GatewayClosedError(entry.describe("was aborted")))
             raise
