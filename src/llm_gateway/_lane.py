@@ -701,7 +701,7 @@ class Lane:
     def _failed(self, entry: Entry, error: Exception) -> Decision:
         """Count a failed attempt and decide what follows; fail the request if that is it."""
         now = anyio.current_time()
-        entry.failures.append(error)
+        entry.failures = [*entry.failures, error]
         config = self.config
         admission, entry.admission = entry.admission, None
         if isinstance(error, ProviderError):

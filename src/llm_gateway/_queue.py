@@ -80,7 +80,9 @@ class Entry:
         self.deadline = deadline
         self.estimate = estimate  # tokens the rate limits book for each attempt
         self.fallbacks_left = fallbacks  # models still to try after this one
-        self.failures: list[BaseException] = []  # every failed attempt, on every model
+        # Every failed attempt, on every model; a list from the first failure on (most requests
+        # have none, and an empty list per request would be one more object to collect).
+        self.failures: Sequence[BaseException] = ()
         self.model_start = 0  # index in `failures` where the current model's attempts begin
         self.dispatched_at = math.nan
         self.holds_slot = True  # a queue slot, until first dispatched (retries take none)
