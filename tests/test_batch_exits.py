@@ -11,14 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import anyio
-import anyio.abc
 import attrs
 import pytest
 from hypothesis import given, settings
@@ -27,7 +21,6 @@ from hypothesis import strategies as st
 from llm_gateway import (
     BatchApiPolicy,
     BatchPendingError,
-    Gateway,
     GatewayClosedError,
     GatewayConfig,
     LLMMessage,
@@ -40,14 +33,8 @@ from llm_gateway import (
 from llm_gateway.providers import open_provider
 from llm_gateway.testing import FakeLLMApi, fake_answer
 
+from ._exit_support import EXITS, AcceptingGateway, Exit, run_and_exit, temporary_dir
 from .conftest import run_on_virtual_time
-
-
-class UserError(Exception):
-    """The block's own exception."""
-
-
-EXITS = ["raise", "cancel", "keyboard", "shutdown_timeout", "normal"]
 
 
 @attrs.frozen
@@ -75,27 +62,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     )
 
 
-@contextmanager
-def state_dir() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="llm-gateway-batch-exits-")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-class CountingGateway(Gateway):
-    """Keeps every future it accepts (``request()`` goes through ``submit``)."""
-
-    accepted: list[ResponseFuture]
-
-    async def submit(self, request: LLMRequest) -> ResponseFuture:
-        future = await super().submit(request)
-        self.accepted.append(future)
-        return future
-
-
-def gateway(api: FakeLLMApi, protocol: str, state: str) -> CountingGateway:
+def gateway(api: FakeLLMApi, protocol: str, state: str) -> AcceptingGateway:
     model = ModelConfig(
         provider=protocol,
         model_name="model",
@@ -107,7 +74,7 @@ def gateway(api: FakeLLMApi, protocol: str, state: str) -> CountingGateway:
     def factory(model_id: str, config: ModelConfig) -> Any:
         return open_provider(model_id, config, http_client=api.mock_client())
 
-    gw = CountingGateway(
+    gw = AcceptingGateway(
         GatewayConfig(models={"m": model}, log_dir=None, state_dir=state), provider_factory=factory
     )
     gw.accepted = []
@@ -123,12 +90,10 @@ def question(scenario: Scenario, i: int) -> LLMRequest:
     )
 
 
-@attrs.define
+@attrs.frozen
 class Played:
     accepted: list[ResponseFuture]
-    raised: BaseException | None
-    escaped: BaseException | None
-    cancelled_caught: bool
+    exit: Exit
     collected: dict[str, LLMResponse]
     pending_after: int  # the batch lane's requests once the block had ended
 
@@ -137,46 +102,22 @@ async def play(scenario: Scenario, state: str) -> Played:
     api = FakeLLMApi()
     api.batches.processing_delay_s = scenario.processing_s
     gw = gateway(api, scenario.protocol, state)
-    raised: BaseException | None = None
-    escaped: BaseException | None = None
-    cancelled_caught = False
 
     async def ask_and_wait(i: int) -> None:
         with contextlib.suppress(Exception):  # the outcome is checked on the future
             await gw.request(question(scenario, i))
 
-    async def submit_all(agents: anyio.abc.TaskGroup) -> None:
-        for i, gap in enumerate(scenario.gaps):
-            await anyio.sleep(gap)
-            if scenario.via_request[i]:
-                agents.start_soon(ask_and_wait, i)
-            else:
-                with contextlib.suppress(GatewayClosedError):
-                    await gw.submit(question(scenario, i))
-
-    async with anyio.create_task_group() as agents:
-        try:
-            deadline = scenario.exit_after_s if scenario.exit == "cancel" else math.inf
-            with anyio.move_on_after(deadline) as scope:
-                async with gw:
-                    agents.start_soon(submit_all, agents)
-                    await anyio.sleep(scenario.exit_after_s)
-                    if scenario.exit == "raise":
-                        raised = UserError("the block failed")
-                        raise raised
-                    if scenario.exit == "keyboard":
-                        raised = KeyboardInterrupt()
-                        raise raised
-                    if scenario.exit == "shutdown_timeout":
-                        await gw.shutdown(timeout=5)
-                    elif scenario.exit == "cancel":
-                        await anyio.sleep_forever()
-                    else:
-                        await anyio.sleep(sum(scenario.gaps) + 1)
-            cancelled_caught = scope.cancelled_caught
-        except BaseException as exc:  # the property is about exactly what escapes
-            escaped = exc
-        agents.cancel_scope.cancel()
+    exit = await run_and_exit(
+        gw,
+        exit=scenario.exit,
+        exit_after_s=scenario.exit_after_s,
+        shutdown_timeout_s=5,
+        normal_wait_s=sum(scenario.gaps) + 1,
+        gaps=scenario.gaps,
+        via_request=scenario.via_request,
+        question=lambda i: question(scenario, i),
+        ask_and_wait=ask_and_wait,
+    )
 
     # The next gateway on the same state dir, once the provider has finished.
     api.batches.end_all()
@@ -188,7 +129,7 @@ async def play(scenario: Scenario, state: str) -> Played:
                     fut.request.request_id
                 )
     pending = gw.get_stats().total.batch_pending
-    return Played(gw.accepted, raised, escaped, cancelled_caught, collected, pending)
+    return Played(gw.accepted, exit, collected, pending)
 
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
@@ -197,7 +138,7 @@ async def play(scenario: Scenario, state: str) -> Played:
 def test_every_exit_with_the_batch_lane_resolves_each_request_once_and_loses_nothing(
     backend: str, scenario: Scenario
 ) -> None:
-    with state_dir() as state:
+    with temporary_dir("llm-gateway-batch-exits-") as state:
         result: list[Played] = []
 
         async def main() -> None:
@@ -205,8 +146,8 @@ def test_every_exit_with_the_batch_lane_resolves_each_request_once_and_loses_not
 
         run_on_virtual_time(backend, main)
     played = result[0]
-    assert played.escaped is played.raised, f"{played.escaped!r} escaped"
-    assert played.cancelled_caught == (scenario.exit == "cancel")
+    assert played.exit.escaped is played.exit.raised, f"{played.exit.escaped!r} escaped"
+    assert played.exit.cancelled_caught == (scenario.exit == "cancel")
     assert all(f.done() for f in played.accepted)
     assert played.pending_after == 0
     for fut in played.accepted:

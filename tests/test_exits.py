@@ -10,15 +10,8 @@ backends and virtual time.
 from __future__ import annotations
 
 import contextlib
-import math
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import anyio
-import anyio.abc
 import attrs
 import pytest
 from hypothesis import given, settings
@@ -30,19 +23,12 @@ from llm_gateway import (
     LLMResponse,
     ProviderError,
     RequestCancelledError,
-    ResponseFuture,
     RetryPolicy,
 )
 
+from ._exit_support import EXITS, AcceptingGateway, Exit, run_and_exit, temporary_dir
 from ._support import RecordingGateway, ask, mock_model
 from .conftest import run_on_virtual_time
-
-
-class UserError(Exception):
-    """The block's own exception."""
-
-
-EXITS = ["raise", "cancel", "keyboard", "shutdown_timeout", "normal"]
 
 
 @attrs.frozen
@@ -75,34 +61,17 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     )
 
 
-@contextmanager
-def log_dir() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="llm-gateway-exits-")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+class CountingGateway(RecordingGateway, AcceptingGateway):
+    """Keeps every future it accepts, and what the streams' callers saw."""
 
-
-class CountingGateway(RecordingGateway):
-    """Keeps every future it accepts, ``request()``'s included (it goes through submit)."""
-
-    accepted: list[ResponseFuture]
     torn: list[str]  # streams that ended well with text other than their response's
     read_through: list[str]  # streams whose caller's loop ended without an error
 
-    async def submit(self, request: LLMRequest) -> ResponseFuture:
-        future = await super().submit(request)
-        self.accepted.append(future)
-        return future
 
-
-@attrs.define
+@attrs.frozen
 class Played:
     gateway: CountingGateway
-    raised: BaseException | None  # what the block raised itself
-    escaped: BaseException | None  # what left `async with`
-    cancelled_caught: bool
+    exit: Exit
 
 
 async def play(scenario: Scenario, logs: str) -> Played:
@@ -133,10 +102,6 @@ async def play(scenario: Scenario, logs: str) -> Played:
     gateway.accepted = []
     gateway.torn = []
     gateway.read_through = []
-    raised: BaseException | None = None
-
-    escaped: BaseException | None = None
-    cancelled_caught = False
 
     async def ask_and_wait(i: int) -> None:
         # The outcome is checked on the future; a submission refused after the close is fine.
@@ -152,41 +117,18 @@ async def play(scenario: Scenario, logs: str) -> Played:
             if text != stream.response.content:  # a stream that ends well is whole
                 gateway.torn.append(f"r{i}")
 
-    async def submit_all(agents: anyio.abc.TaskGroup) -> None:
-        for i, gap in enumerate(scenario.gaps):
-            await anyio.sleep(gap)
-            if scenario.via_request[i]:
-                agents.start_soon(ask_and_wait, i)
-            else:
-                with contextlib.suppress(GatewayClosedError):
-                    await gateway.submit(ask("m", request_id=f"r{i}"))
-
-    # The agents' tasks live outside the gateway's block, so what leaves the block is caught
-    # right at its edge, unwrapped by anything of the test's own.
-    async with anyio.create_task_group() as agents:
-        try:
-            deadline = scenario.exit_after_s if scenario.exit == "cancel" else math.inf
-            with anyio.move_on_after(deadline) as scope:
-                async with gateway:
-                    agents.start_soon(submit_all, agents)
-                    await anyio.sleep(scenario.exit_after_s)
-                    if scenario.exit == "raise":
-                        raised = UserError("the block failed")
-                        raise raised
-                    if scenario.exit == "keyboard":
-                        raised = KeyboardInterrupt()
-                        raise raised
-                    if scenario.exit == "shutdown_timeout":
-                        await gateway.shutdown(timeout=0.3)
-                    elif scenario.exit == "cancel":
-                        await anyio.sleep_forever()  # the scope around the block ends it
-                    else:  # "normal": every request has long finished when the block ends
-                        await anyio.sleep(sum(scenario.gaps) + 60)
-            cancelled_caught = scope.cancelled_caught
-        except BaseException as exc:  # the property is about exactly what escapes
-            escaped = exc
-        agents.cancel_scope.cancel()
-    return Played(gateway, raised, escaped, cancelled_caught)
+    exit = await run_and_exit(
+        gateway,
+        exit=scenario.exit,
+        exit_after_s=scenario.exit_after_s,
+        shutdown_timeout_s=0.3,
+        normal_wait_s=sum(scenario.gaps) + 60,  # every request has long finished by then
+        gaps=scenario.gaps,
+        via_request=scenario.via_request,
+        question=lambda i: ask("m", request_id=f"r{i}"),
+        ask_and_wait=ask_and_wait,
+    )
+    return Played(gateway, exit)
 
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
@@ -195,7 +137,7 @@ async def play(scenario: Scenario, logs: str) -> Played:
 def test_every_exit_resolves_every_request_once_and_lets_its_own_exception_out(
     backend: str, scenario: Scenario
 ) -> None:
-    with log_dir() as logs:
+    with temporary_dir("llm-gateway-exits-") as logs:
         result: list[Played] = []
 
         async def main() -> None:
@@ -205,8 +147,8 @@ def test_every_exit_resolves_every_request_once_and_lets_its_own_exception_out(
         played = result[0]
         # The exception that ended the block is the one that leaves it, as itself; a
         # cancellation is absorbed by the scope that caused it.
-        assert played.escaped is played.raised, f"{played.escaped!r} escaped"
-        assert played.cancelled_caught == (scenario.exit == "cancel")
+        assert played.exit.escaped is played.exit.raised, f"{played.exit.escaped!r} escaped"
+        assert played.exit.cancelled_caught == (scenario.exit == "cancel")
         gateway, accepted = played.gateway, played.gateway.accepted
         stats = gateway.get_stats()
         total = stats.total
