@@ -1,7 +1,8 @@
-"""One attempt: one provider call under the request's deadline, returning what came of it.
+"""One attempt: one provider call, returning what came of it.
 
 The attempt never decides anything and never touches the request's state: it returns an
 outcome value, and the lane that owns the request decides what follows (see ``_retry.py``).
+The lane stops a call (its deadline, ``cancel()``, an abort) by cancelling the scope it runs in.
 """
 
 from __future__ import annotations

@@ -5,10 +5,12 @@ pushes its entry into the :class:`~llm_gateway._queue.PriorityQueue`. The dispat
 (:meth:`Lane.run`) decides when a batch leaves (at once while the model has free capacity and
 budget, or, with ``batch_fill = "wait"``, when ``batch_size`` wait or the oldest reaches its
 class's maximum wait), takes at most the free concurrency in priority order within the
-rate-limit budget, and starts one attempt task per entry. An attempt is one provider call
-(``_attempt.py``); its outcome comes back here, where :func:`~llm_gateway._retry.decide`
-chooses: answer, retry after a backoff (holding no capacity, then back to the front of its
-line), fallback (handed to the gateway, which gives the entry to another lane), or fail.
+rate-limit budget, and hands each entry to an attempt task (an idle one, or a new one). An
+attempt is one provider call (``_attempt.py``) under its task's cancel scope, and its
+request's deadline is kept by the lane's watch (:meth:`Lane._expire_overdue`); its outcome
+comes back here, where :func:`~llm_gateway._retry.decide` chooses: answer, retry after a
+backoff (holding no capacity, then back to the front of its line), fallback (handed to the
+gateway, which gives the entry to another lane), or fail.
 
 Every entry ends in :meth:`Lane._finish`, exactly once, whatever ends it: the answer, an error,
 ``cancel()``, the deadline, ``abort()``. Observers hear of it afterwards and cannot undo it.
