@@ -67,6 +67,8 @@ __all__ = [
 
 RATE_LIMIT_HEADER_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-")
 RETRY_HEADERS = frozenset({"retry-after", "retry-after-ms", "x-should-retry"})
+_RETRY_HEADERS = frozenset(name.encode() for name in RETRY_HEADERS)
+_RATE_LIMIT_HEADER_PREFIXES = tuple(prefix.encode() for prefix in RATE_LIMIT_HEADER_PREFIXES)
 
 
 # -- configuration -------------------------------------------------------------------------
@@ -373,13 +375,17 @@ def item_fields(value: object, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _checked_text(value: str, path: str) -> str:
+def _checked_text(value: str, where: str, name: str) -> str:
     # A lone surrogate (a JSON "\ud800" escape) is a str Python cannot encode: refused here,
-    # not later in the caller's code or the gateway's UTF-8 logs.
+    # not later in the caller's code or the gateway's UTF-8 logs. ASCII has none.
+    if value.isascii():
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise BodyError(f"{path} is a string with a lone surrogate (not Unicode text)") from None
+        raise BodyError(
+            f"{_path(where, name)} is a string with a lone surrogate (not Unicode text)"
+        ) from None
     return value
 
 
@@ -389,7 +395,7 @@ def str_field(fields: Mapping[str, Any], name: str, where: str = "") -> str:
     if not isinstance(value, str):
         found = "missing" if name not in fields else json_kind(value)
         raise BodyError(f"{_path(where, name)} is {found}; expected a string")
-    return _checked_text(value, _path(where, name))
+    return _checked_text(value, where, name)
 
 
 def optional_str_field(fields: Mapping[str, Any], name: str, where: str = "") -> str | None:
@@ -442,11 +448,15 @@ def kept_headers(headers: httpx2.Headers) -> dict[str, str]:
     explicit "retry this" / "do not retry this"). Values pass unchanged (httpx decodes any
     byte); reading them is the rate limiter's and :func:`parse_retry_after`'s job.
     """
-    return {
-        name: value
-        for name, value in headers.items()
-        if name in RETRY_HEADERS or name.startswith(RATE_LIMIT_HEADER_PREFIXES)
-    }
+    # Only the kept ones are decoded (``headers.items()`` decodes every header); a name sent
+    # twice keeps both values, comma-joined, as ``items()`` joins them.
+    kept: dict[str, str] = {}
+    for raw_name, raw_value in headers.raw:
+        lowered = raw_name.lower()
+        if lowered in _RETRY_HEADERS or lowered.startswith(_RATE_LIMIT_HEADER_PREFIXES):
+            name, value = lowered.decode(headers.encoding), raw_value.decode(headers.encoding)
+            kept[name] = f"{kept[name]}, {value}" if name in kept else value
+    return kept
 
 
 def _seconds(text: str) -> float | None:
